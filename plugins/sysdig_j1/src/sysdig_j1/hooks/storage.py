@@ -1,0 +1,99 @@
+"""Object storage for one DAG run: `<storage url>/<dag_id>/<run_id>/...`.
+
+Every task reads its inputs from and writes its outputs to this folder, and hands only small
+manifests (paths, counts) to XCom. The URL is anything ObjectStoragePath understands: a local
+folder (`file://...`, the default) or `s3://...` / `gs://...` with the matching provider installed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+from airflow.sdk import ObjectStoragePath
+
+STORAGE_VARIABLE = "sysdig_j1_storage_url"
+
+
+def default_storage_url() -> str:
+    home = os.environ.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
+    return f"file://{Path(home).resolve()}/sysdig_j1_data"
+
+
+class RunStorage:
+    def __init__(self, base_url: str, dag_id: str, run_id: str) -> None:
+        self.root = ObjectStoragePath(base_url) / dag_id / _safe(run_id)
+
+    @classmethod
+    def for_current_run(cls) -> RunStorage:
+        """The storage of the running task's DAG run (call inside a task)."""
+        from airflow.sdk import Variable, get_current_context
+
+        context = get_current_context()
+        base_url = Variable.get(STORAGE_VARIABLE, default=default_storage_url())
+        return cls(base_url, context["dag"].dag_id, context["run_id"])
+
+    def path(self, *parts: str) -> ObjectStoragePath:
+        return self.root.joinpath(*parts)
+
+    def reset(self, folder: ObjectStoragePath) -> ObjectStoragePath:
+        """Empty a task's output folder so a re-run replaces, never appends to, what it wrote."""
+        if folder.exists():
+            folder.rmdir(recursive=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # -- raw records: gzip-compressed JSON lines, one file per API page ----------------------
+    @staticmethod
+    def write_jsonl_gz(path: ObjectStoragePath, records: Iterable[dict]) -> int:
+        count = 0
+        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) as gz:
+            for record in records:
+                gz.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+                count += 1
+        return count
+
+    @staticmethod
+    def iter_jsonl_gz(folder: ObjectStoragePath) -> Iterator[tuple[str, str]]:
+        """Yield (partition, line) for every record under `folder`, in file-name order.
+
+        The partition is the sub-folder a file sits in ("" at the top), e.g. the scan stage.
+        """
+        if not folder.exists():
+            return
+        for path in sorted(folder.rglob("*.jsonl.gz"), key=str):
+            relative = str(path)[len(str(folder)) :].strip("/")
+            partition = relative.rsplit("/", 1)[0] if "/" in relative else ""
+            with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
+                for line in lines:
+                    if line.strip():
+                        yield partition, line.rstrip("\n")
+
+    # -- frames and small documents -----------------------------------------------------------
+    @staticmethod
+    def write_parquet(path: ObjectStoragePath, frame: pd.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        path.write_bytes(buffer.getvalue())
+
+    @staticmethod
+    def read_parquet(path: ObjectStoragePath) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(path.read_bytes()))
+
+    @staticmethod
+    def write_json(path: ObjectStoragePath, document: object) -> None:
+        path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+    @staticmethod
+    def read_json(path: ObjectStoragePath) -> object:
+        return json.loads(path.read_text())
+
+
+def _safe(run_id: str) -> str:
+    """Run ids carry ':' and '+' (timestamps); keep them readable but path- and URL-safe."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)

@@ -1,0 +1,242 @@
+"""The Sysdig -> JupiterOne data model, declared once.
+
+Everything else is derived from these declarations: the pandas transform (`transform.py`), the JSON
+Schemas in `include/schemas/` and the README tables (`schemas.py`), and the Great Expectations
+suites (`quality.py`). To add a property, add one `Property` here and run `make schemas`.
+
+A property's value comes from exactly one of:
+- `source`: a column of the flattened raw record (nested keys joined with "."); a tuple lists
+  alternatives, the first non-null wins (the same entity can come from differently shaped APIs);
+- `derive`: the name of a rule in `transform.DERIVATIONS` (values that need logic or context);
+- `constant`: the same value on every object.
+Types: string, integer, number, boolean, timestamp (epoch milliseconds), string[].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TYPES = ("string", "integer", "number", "boolean", "timestamp", "string[]")
+
+
+@dataclass(frozen=True)
+class Property:
+    name: str
+    type: str
+    description: str
+    source: str | tuple[str, ...] | None = None
+    derive: str | None = None
+    constant: object = None
+    required: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"{self.name}: unknown type {self.type!r}")
+        if sum(x is not None for x in (self.source, self.derive, self.constant)) != 1:
+            raise ValueError(f"{self.name}: give exactly one of source, derive, constant")
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (self.source,) if isinstance(self.source, str) else tuple(self.source or ())
+
+
+@dataclass(frozen=True)
+class EntityType:
+    type: str
+    cls: str
+    resource: str  # the extract task's resource whose raw records become these entities
+    key_source: str | tuple[str, ...]  # raw field(s) behind `_key = <type>:<value>`
+    description: str
+    properties: tuple[Property, ...]
+    # Optional second resource merged in by id (left join): (resource, id field, column prefix).
+    enrichment: tuple[str, str, str] | None = None
+
+    @property
+    def key_sources(self) -> tuple[str, ...]:
+        return (self.key_source,) if isinstance(self.key_source, str) else self.key_source
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.properties if p.required)
+
+
+@dataclass(frozen=True)
+class RelationshipType:
+    source: EntityType
+    target: EntityType
+    description: str
+    cls: str = "HAS"
+    # Relationships listed by a resource of their own (team memberships). Without one, the
+    # relationship links the single account to every entity of `target`.
+    resource: str | None = None
+    source_key_field: str | None = None
+    target_key_field: str | None = None
+    properties: tuple[Property, ...] = field(default_factory=tuple)
+
+    @property
+    def type(self) -> str:
+        """JupiterOne's rule: drop the leading parts of the target type shared with the source."""
+        source_parts, target_parts = self.source.type.split("_"), self.target.type.split("_")
+        shared = 0
+        while (
+            shared < min(len(source_parts), len(target_parts) - 1)
+            and source_parts[shared] == target_parts[shared]
+        ):
+            shared += 1
+        return f"{self.source.type}_{self.cls.lower()}_{'_'.join(target_parts[shared:])}"
+
+
+def _p(name: str, type_: str, description: str, **how: object) -> Property:
+    return Property(name=name, type=type_, description=description, **how)  # type: ignore[arg-type]
+
+
+ACCOUNT = EntityType(
+    type="sysdig_account",
+    cls="Account",
+    resource="account",
+    key_source="customer.id",
+    description="The Sysdig customer (tenant) the API token belongs to.",
+    properties=(
+        _p("id", "string", "Sysdig customer id.", source="customer.id", required=True),
+        _p("name", "string", "Customer name, else the connection's account_name, else 'Sysdig account <id>'.",
+           derive="account_name", required=True),
+        _p("displayName", "string", "Same as name.", derive="account_name", required=True),
+        _p("externalId", "string", "Sysdig external customer id (filled for admin tokens).",
+           source="customer.externalId"),
+        _p("createdOn", "timestamp", "When the customer was created.", source="customer.dateCreated"),
+        _p("accessURL", "string", "Base URL of the Sysdig application.", derive="app_url"),
+        _p("webLink", "string", "Link to the Sysdig application.", derive="app_url"),
+    ),
+)
+
+USER = EntityType(
+    type="sysdig_user",
+    cls="User",
+    resource="users",
+    key_source="id",
+    description="A Sysdig user, from /platform/v1/users enriched by /api/v2/users/light.",
+    enrichment=("users_light", "id", "light."),
+    properties=(
+        _p("id", "string", "Sysdig user id.", source="id", required=True),
+        _p("name", "string", "Login name (e-mail), as the original integration used.", source="email", required=True),
+        _p("displayName", "string", "First and last name, else the e-mail.", derive="user_display_name",
+           required=True),
+        _p("username", "string", "Login name (e-mail).", source="email", required=True),
+        _p("email", "string", "E-mail address.", source="email", required=True),
+        _p("firstName", "string", "First name.", source="firstName"),
+        _p("lastName", "string", "Last name.", source="lastName"),
+        _p("active", "boolean", "True only for a confirmed and enabled user.", derive="user_active", required=True),
+        _p("admin", "boolean", "Customer administrator (isAdmin).", source="isAdmin", required=True),
+        _p("enabled", "boolean", "Login enabled.", source=("isEnabled", "light.enabled")),
+        _p("status", "string", "Activation status (e.g. confirmed, pending).",
+           source=("activationStatus", "light.status")),
+        _p("systemRole", "string", "ROLE_CUSTOMER (admin) or ROLE_USER, from the light user list.",
+           source="light.systemRole"),
+        _p("products", "string[]", "Sysdig products the user can use (SDC Monitor, SDS Secure).",
+           source="light.products"),
+        _p("lastSeenOnSecure", "timestamp", "Last activity in Sysdig Secure.", source="light.lastSeenOnSecure"),
+        _p("createdOn", "timestamp", "When the user was created.", source="dateCreated"),
+        _p("updatedOn", "timestamp", "When the user was last updated.", source="lastUpdated"),
+        _p("version", "integer", "Sysdig record version.", source="version"),
+        _p("webLink", "string", "The user's page in Sysdig settings.", derive="user_web_link"),
+    ),
+)
+
+TEAM = EntityType(
+    type="sysdig_team",
+    cls="Team",
+    resource="teams",
+    key_source="id",
+    description="A Sysdig team, from /platform/v1/teams.",
+    properties=(
+        _p("id", "string", "Sysdig team id.", source="id", required=True),
+        _p("name", "string", "Team name (unique).", source="name", required=True),
+        _p("displayName", "string", "Team name.", source="name", required=True),
+        _p("description", "string", "Team description.", source="description"),
+        _p("default", "boolean", "The customer's default team (isDefaultTeam).", source="isDefaultTeam"),
+        _p("immutable", "boolean", "Built-in team that cannot be changed (isImmutableTeam).",
+           source="isImmutableTeam"),
+        _p("defaultTeamRole", "string", "Standard role given to members by default.", source="standardTeamRole"),
+        _p("customTeamRoleId", "integer", "Custom role given to members by default.", source="customTeamRoleId"),
+        _p("product", "string", "Product the team belongs to (secure or monitor).", source="product"),
+        _p("canUseRapidResponse", "boolean", "Members may use Rapid Response.",
+           source="additionalTeamPermissions.hasRapidResponse"),
+        _p("canUseSysdigCapture", "boolean", "Members may take Sysdig captures.",
+           source="additionalTeamPermissions.hasSysdigCaptures"),
+        _p("canUseAgentCli", "boolean", "Members may use the agent CLI.",
+           source="additionalTeamPermissions.hasAgentCli"),
+        _p("canUseAwsMetrics", "boolean", "Members may see AWS data.", source="additionalTeamPermissions.hasAwsData"),
+        _p("canUseBeaconMetrics", "boolean", "Members may see beacon metrics.",
+           source="additionalTeamPermissions.hasBeaconMetrics"),
+        _p("canUseCustomEvents", "boolean", "Members may see infrastructure events.",
+           source="additionalTeamPermissions.hasInfrastructureEvents"),
+        _p("entryPointModule", "string", "UI module the team lands on.", source="uiSettings.entryPoint.module"),
+        _p("theme", "string", "Team colour.", source="uiSettings.theme"),
+        _p("userCount", "integer", "Number of members, counted from the team memberships.", derive="team_user_count"),
+        _p("createdOn", "timestamp", "When the team was created.", source="dateCreated"),
+        _p("updatedOn", "timestamp", "When the team was last updated.", source="lastUpdated"),
+        _p("version", "integer", "Sysdig record version.", source="version"),
+    ),
+)
+
+IMAGE_SCAN = EntityType(
+    type="sysdig_image_scan",
+    cls="Assessment",
+    resource="image_scans",
+    # resultId for Vulnerability Management results; legacy resultsDirect rows only have imageId.
+    key_source=("resultId", "imageId"),
+    description="A container image scan result (runtime, pipeline or registry; or legacy scanning).",
+    properties=(
+        _p("id", "string", "Scan result id.", source=("resultId", "imageId"), required=True),
+        _p("name", "string", "Image pull string.", source=("pullString", "mainAssetName", "fullTag"), required=True),
+        _p("displayName", "string", "Image pull string.", source=("pullString", "mainAssetName", "fullTag"),
+           required=True),
+        _p("category", "string", "Assessment category.", constant="Image Scan", required=True),
+        _p("summary", "string", "Assessment summary.", constant="Image Scan", required=True),
+        _p("internal", "boolean", "Assessment done by an internal tool.", constant=False, required=True),
+        _p("fullTag", "string", "Image pull string.", source=("pullString", "mainAssetName", "fullTag"),
+           required=True),
+        _p("registry", "string", "Registry host parsed from the pull string.", derive="image_registry"),
+        _p("repository", "string", "Repository parsed from the pull string.", derive="image_repository"),
+        _p("tag", "string", "Tag parsed from the pull string.", derive="image_tag"),
+        _p("imageId", "string", "Image id (sha256 digest of the config).", source=("imageId", "resourceId")),
+        _p("stage", "string", "Where the scan ran: runtime, pipeline, registry (or legacy).", source="_partition",
+           required=True),
+        _p("policyStatus", "string", "Policy evaluation result (none for registry scans).",
+           source=("policyEvaluationResult", "policyStatus")),
+        _p("vendor", "string", "Registry vendor (registry scans).", source="vendor"),
+        _p("criticalVulnerabilities", "integer", "Critical vulnerabilities found.",
+           source="vulnTotalBySeverity.critical"),
+        _p("highVulnerabilities", "integer", "High vulnerabilities found.", source="vulnTotalBySeverity.high"),
+        _p("mediumVulnerabilities", "integer", "Medium vulnerabilities found.", source="vulnTotalBySeverity.medium"),
+        _p("lowVulnerabilities", "integer", "Low vulnerabilities found.", source="vulnTotalBySeverity.low"),
+        _p("negligibleVulnerabilities", "integer", "Negligible vulnerabilities found.",
+           source="vulnTotalBySeverity.negligible"),
+        _p("createdOn", "timestamp", "When the scan ran (runtime results have no time).", source="createdAt"),
+    ),
+)
+
+ENTITIES: tuple[EntityType, ...] = (ACCOUNT, USER, TEAM, IMAGE_SCAN)
+
+RELATIONSHIPS: tuple[RelationshipType, ...] = (
+    RelationshipType(ACCOUNT, USER, "The account has the user."),
+    RelationshipType(ACCOUNT, TEAM, "The account has the team."),
+    RelationshipType(ACCOUNT, IMAGE_SCAN, "The account has the image scan result."),
+    RelationshipType(
+        TEAM,
+        USER,
+        "The team has the user as a member, with the member's team role.",
+        resource="team_memberships",
+        source_key_field="teamId",
+        target_key_field="userId",
+        properties=(
+            _p("role", "string", "Standard team role, or CUSTOM:<id> for a custom role.", derive="membership_role",
+               required=True),
+            _p("customTeamRoleId", "integer", "Custom team role id, when the member has one.",
+               source="customTeamRoleId"),
+        ),
+    ),
+)
+
+# Resources the extract tasks fetch; every entity and relationship resource appears here.
+RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "image_scans")

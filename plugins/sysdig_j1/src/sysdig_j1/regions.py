@@ -1,0 +1,36 @@
+"""Region -> base URL tables for Sysdig SaaS and JupiterOne.
+
+Sysdig host names are irregular (us1 is secure.sysdig.com; us2/eu1 are <r>.app.sysdig.com; the
+rest are app.<r>.sysdig.com), so an explicit table is the only safe rule.
+"""
+
+from __future__ import annotations
+
+SYSDIG_REGIONS: dict[str, str] = {
+    "us1": "https://secure.sysdig.com",
+    "us2": "https://us2.app.sysdig.com",
+    "us3": "https://app.us3.sysdig.com",
+    "us4": "https://app.us4.sysdig.com",
+    "eu1": "https://eu1.app.sysdig.com",
+    "eu2": "https://app.eu2.sysdig.com",
+    "au1": "https://app.au1.sysdig.com",
+    "in1": "https://app.in1.sysdig.com",
+    "jp1": "https://app.jp1.sysdig.com",
+    "me2": "https://app.me2.sysdig.com",
+}
+
+JUPITERONE_REGIONS: dict[str, str] = {
+    "us": "https://api.us.jupiterone.io",
+    "eu": "https://api.eu.jupiterone.io",
+}
+
+
+def base_url(table: dict[str, str], region: str, host: str | None, service: str) -> str:
+    """The explicit host override wins; otherwise the region must be a known one."""
+    if host:
+        return host.rstrip("/") if "://" in host else f"https://{host.rstrip('/')}"
+    try:
+        return table[region]
+    except KeyError:
+        known = ", ".join(table)
+        raise ValueError(f"unknown {service} region {region!r}; expected one of: {known}") from None

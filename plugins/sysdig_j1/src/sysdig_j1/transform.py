@@ -1,0 +1,224 @@
+"""Transform: raw Sysdig records -> one JupiterOne entity frame and one relationship frame.
+
+Driven entirely by `model.py`: for each declared type the generic code below reads the type's raw
+resource, resolves each property from its source column(s), derivation or constant, and converts
+it to the declared type. Only the few rules that need logic live here, in `DERIVATIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from sysdig_j1.extract import raw_folder
+from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
+
+# Epoch values below this are seconds (legacy scanning), above it milliseconds: 1e11 s is the
+# year 5138 and 1e11 ms is 1973, so real timestamps never fall on the wrong side.
+SECONDS_CUTOFF = 100_000_000_000
+PULL_STRING = re.compile(
+    r"^(?:(?P<registry>[^/]+\.[^/]+|[^/]+:\d+|localhost)/)?(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.+)?$"
+)
+
+
+@dataclass
+class Context:
+    """What the rules may use besides the raw records of their own type."""
+
+    storage: RunStorage
+    app_url: str = ""
+    account_name: str | None = None
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def frame(self, resource: str) -> pd.DataFrame:
+        if resource not in self._frames:
+            self._frames[resource] = read_raw(self.storage, resource)
+        return self._frames[resource]
+
+
+def read_raw(storage: RunStorage, resource: str) -> pd.DataFrame:
+    """All raw records of a resource, flattened (nested keys joined by "."), with two extra
+    columns: `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the stored line)."""
+    partitions, lines = [], []
+    for partition, line in storage.iter_jsonl_gz(raw_folder(storage, resource)):
+        partitions.append(partition)
+        lines.append(line)
+    frame = pd.json_normalize([json.loads(line) for line in lines]) if lines else pd.DataFrame()
+    frame["_partition"] = pd.Series(partitions, dtype="string")
+    frame["_rawData"] = pd.Series(lines, dtype="string")
+    return frame
+
+
+# -- conversions --------------------------------------------------------------------------------
+def column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="object")
+
+
+def first_of(frame: pd.DataFrame, names: tuple[str, ...]) -> pd.Series:
+    result = column(frame, names[0])
+    for name in names[1:]:
+        result = result.where(result.notna(), column(frame, name))
+    return result
+
+
+def as_string(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(series):  # integer ids that picked up NaN
+        series = series.astype("Int64")
+    return series.astype("string")
+
+
+def as_epoch_ms(series: pd.Series) -> pd.Series:
+    numbers = pd.to_numeric(series, errors="coerce")
+    if numbers.notna().sum() == series.notna().sum():  # already epoch numbers
+        return numbers.where(numbers >= SECONDS_CUTOFF, numbers * 1000).round().astype("Int64")
+    parsed = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
+    return ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).astype("Int64")
+
+
+def as_string_list(series: pd.Series) -> pd.Series:
+    return series.map(lambda v: [str(x) for x in v] if isinstance(v, (list, tuple)) else None)
+
+
+CONVERTERS: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "string": as_string,
+    "integer": lambda s: pd.to_numeric(s, errors="coerce").astype("Int64"),
+    "number": lambda s: pd.to_numeric(s, errors="coerce").astype("Float64"),
+    "boolean": lambda s: s.astype("boolean"),
+    "timestamp": as_epoch_ms,
+    "string[]": as_string_list,
+}
+
+
+# -- derivations: the rules that need more than one column or the run's context ---------------
+def _account_name(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    fallback = ctx.account_name or ("Sysdig account " + as_string(column(raw, "customer.id")))
+    return as_string(column(raw, "customer.name")).fillna(fallback)
+
+
+def _user_display_name(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    first = as_string(column(raw, "firstName")).fillna("")
+    last = as_string(column(raw, "lastName")).fillna("")
+    full = (first + " " + last).str.strip()
+    return full.where(full != "", as_string(column(raw, "email")))
+
+
+def _user_active(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    confirmed = first_of(raw, ("activationStatus", "light.status")) == "confirmed"
+    enabled = first_of(raw, ("isEnabled", "light.enabled")).astype("boolean").fillna(False)
+    return (confirmed.fillna(False) & enabled).astype("boolean")
+
+
+def _user_web_link(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    return f"{ctx.app_url}/#/settings/users/" + as_string(column(raw, "id"))
+
+
+def _team_user_count(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    members = ctx.frame("team_memberships")
+    counts = column(members, "teamId").value_counts()
+    return column(raw, "id").map(counts).fillna(0)
+
+
+def _pull_string_part(part: str) -> Callable[[pd.DataFrame, Context], pd.Series]:
+    def derive(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+        pull = as_string(first_of(raw, ("pullString", "mainAssetName", "fullTag")))
+        return pull.str.extract(PULL_STRING)[part]
+
+    return derive
+
+
+def _membership_role(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    custom = "CUSTOM:" + as_string(column(raw, "customTeamRoleId"))
+    return as_string(column(raw, "standardTeamRole")).fillna(custom)
+
+
+def _app_url(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    return pd.Series(ctx.app_url, index=raw.index, dtype="string")
+
+
+DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
+    "account_name": _account_name,
+    "app_url": _app_url,
+    "user_display_name": _user_display_name,
+    "user_active": _user_active,
+    "user_web_link": _user_web_link,
+    "team_user_count": _team_user_count,
+    "image_registry": _pull_string_part("registry"),
+    "image_repository": _pull_string_part("repository"),
+    "image_tag": _pull_string_part("tag"),
+    "membership_role": _membership_role,
+}
+
+
+def property_values(prop: Property, raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    if prop.derive:
+        values = DERIVATIONS[prop.derive](raw, ctx)
+    elif prop.sources:
+        values = first_of(raw, prop.sources)
+    else:
+        values = pd.Series([prop.constant] * len(raw), index=raw.index, dtype="object")
+    return CONVERTERS[prop.type](values)
+
+
+# -- frames ------------------------------------------------------------------------------------
+def entity_frame(entity: EntityType, ctx: Context) -> pd.DataFrame:
+    raw = ctx.frame(entity.resource)
+    if entity.enrichment:
+        resource, id_field, prefix = entity.enrichment
+        extra = ctx.frame(resource).drop(columns=["_partition", "_rawData"])
+        if id_field in extra.columns:
+            extra = extra.drop_duplicates(id_field).add_prefix(prefix)
+            raw = raw.merge(extra, how="left", left_on=id_field, right_on=prefix + id_field)
+    out = pd.DataFrame(
+        {
+            "_key": entity.type + ":" + as_string(first_of(raw, entity.key_sources)),
+            "_type": pd.Series(entity.type, index=raw.index, dtype="string"),
+            "_class": pd.Series(entity.cls, index=raw.index, dtype="string"),
+        }
+    )
+    for prop in entity.properties:
+        out[prop.name] = property_values(prop, raw, ctx)
+    if ctx.account_name:
+        out["tag.AccountName"] = pd.Series(ctx.account_name, index=raw.index, dtype="string")
+    out["_rawData"] = column(raw, "_rawData").astype("string")
+    return out
+
+
+def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.DataFrame], ctx: Context) -> pd.DataFrame:
+    if relationship.resource:
+        raw = ctx.frame(relationship.resource)
+        from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
+        to_keys = relationship.target.type + ":" + as_string(column(raw, relationship.target_key_field))
+    else:  # the account owns every entity of the target type
+        owners = entities[relationship.source.type]["_key"]
+        if len(owners) != 1:
+            raise ValueError(f"expected exactly one {relationship.source.type} entity, found {len(owners)}")
+        to_keys = entities[relationship.target.type]["_key"].reset_index(drop=True)
+        raw = pd.DataFrame(index=to_keys.index)
+        from_keys = pd.Series(owners.iloc[0], index=to_keys.index, dtype="string")
+    out = pd.DataFrame(
+        {
+            "_key": from_keys + f"|{relationship.cls.lower()}|" + to_keys,
+            "_type": pd.Series(relationship.type, index=raw.index, dtype="string"),
+            "_class": pd.Series(relationship.cls, index=raw.index, dtype="string"),
+            "_fromEntityKey": from_keys,
+            "_toEntityKey": to_keys,
+            "displayName": pd.Series(relationship.cls, index=raw.index, dtype="string"),
+        }
+    )
+    for prop in relationship.properties:
+        out[prop.name] = property_values(prop, raw, ctx)
+    return out
+
+
+def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    entities = {entity.type: entity_frame(entity, ctx) for entity in ENTITIES}
+    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS]
+    return (
+        pd.concat(entities.values(), ignore_index=True),
+        pd.concat(relationships, ignore_index=True),
+    )

@@ -1,0 +1,151 @@
+"""The whole DAG (`dag.test()`) against both emulators over loopback HTTP.
+
+The default emulator organisation (OrgSpec()) has 30 users of which 2 admins, 4 teams, 45 image
+scans (15 per stage); every non-admin user is in one team (user index i -> team i % 4) and, with
+withAdminUsers=true, both admins are in every team: 28 + 2 * 4 = 36 memberships.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+from conftest import SYSDIG_TOKEN, task_states
+
+from sysdig_j1.emulators.sysdig_org import OrgSpec
+
+ACCOUNT = "sysdig_account:5000001"
+ALL_TASKS = {
+    "validate_config", "extract_account", "extract_users", "extract_teams", "extract_team_memberships",
+    "extract_image_scans", "transform", "check_quality", "load",
+}
+
+
+def epoch_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def scan_key(k: int, seed: int = 7) -> str:
+    return "sysdig_image_scan:" + hashlib.sha256(f"{seed}:scan:{k}".encode()).hexdigest()[:32]
+
+
+def by_key(objects: list[dict]) -> dict[str, dict]:
+    return {o["_key"]: o for o in objects}
+
+
+def test_run_publishes_the_whole_organisation(dag, start_sysdig, jupiterone, connect, tmp_path):
+    connect(start_sysdig(OrgSpec()), jupiterone, account_name="acme-prod")
+
+    run = dag.test()
+
+    assert task_states(run) == {task: "success" for task in ALL_TASKS}
+    assert jupiterone.summary() == {
+        "entities": {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 45},
+        "relationships": {
+            "sysdig_account_has_user": 30,
+            "sysdig_account_has_team": 4,
+            "sysdig_account_has_image_scan": 45,
+            "sysdig_team_has_user": 36,
+        },
+    }
+    graph = jupiterone.graph()
+    entities, relationships = by_key(graph["entities"]), by_key(graph["relationships"])
+
+    account = entities[ACCOUNT]
+    assert (account["_class"], account["name"], account["displayName"]) == ("Account", "acme-prod", "acme-prod")
+    assert all(e["tag.AccountName"] == "acme-prod" for e in graph["entities"])
+
+    admin = entities["sysdig_user:10000"]
+    assert admin["_class"] == "User" and admin["name"] == admin["email"] == "user0@example.com"
+    assert (admin["admin"], admin["active"], admin["systemRole"]) == (True, True, "ROLE_CUSTOMER")
+    assert admin["products"] == ["SDC", "SDS"]
+    assert admin["createdOn"] == epoch_ms("2024-01-01T00:00:00")
+    assert admin["lastSeenOnSecure"] == 1_700_000_000_000
+    assert admin["webLink"].endswith("/#/settings/users/10000")
+    disabled, pending, never_seen = (entities[f"sysdig_user:{10000 + i}"] for i in (6, 10, 3))
+    assert (disabled["enabled"], disabled["active"]) == (False, False)
+    assert (pending["status"], pending["active"]) == ("pending", False)
+    assert "lastSeenOnSecure" not in never_seen and never_seen["systemRole"] == "ROLE_USER"
+
+    default_team = entities["sysdig_team:20000"]
+    assert (default_team["name"], default_team["default"], default_team["immutable"]) == ("Secure Operations", True, True)
+    assert default_team["canUseRapidResponse"] is True and default_team["canUseAgentCli"] is False
+    assert [entities[f"sysdig_team:{20000 + j}"]["userCount"] for j in range(4)] == [9, 9, 9, 9]
+
+    runtime, pipeline, registry = (entities[scan_key(k)] for k in (0, 1, 2))
+    assert (runtime["stage"], runtime["fullTag"], runtime["policyStatus"]) == (
+        "runtime", "docker.io/acme/service-0:1.0.0", "passed")
+    assert (runtime["registry"], runtime["repository"], runtime["tag"]) == ("docker.io", "acme/service-0", "1.0.0")
+    assert (runtime["_class"], runtime["category"], runtime["internal"]) == ("Assessment", "Image Scan", False)
+    assert "createdOn" not in runtime  # runtime results carry no time
+    assert pipeline["stage"] == "pipeline" and pipeline["createdOn"] == epoch_ms("2024-06-01T00:01:00")
+    assert (registry["stage"], registry["vendor"]) == ("registry", "ecr") and "policyStatus" not in registry
+    assert registry["registry"] == "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    assert isinstance(runtime["criticalVulnerabilities"], int)
+
+    admin_membership = relationships["sysdig_team:20000|has|sysdig_user:10000"]
+    assert (admin_membership["_type"], admin_membership["role"]) == ("sysdig_team_has_user", "ROLE_TEAM_MANAGER")
+    custom = relationships["sysdig_team:20000|has|sysdig_user:10012"]  # user 12: 12 % 13 == 12 -> custom role
+    assert (custom["role"], custom["customTeamRoleId"]) == ("CUSTOM:7", 7)
+    assert relationships[f"{ACCOUNT}|has|sysdig_user:10029"]["_fromEntityKey"] == ACCOUNT
+
+    # Secrets reach neither JupiterOne nor the run's raw files (the account record carries three).
+    published = json.dumps(graph)
+    raw = b"".join(gzip.decompress(p.read_bytes()) for p in Path(tmp_path, "storage").rglob("*.jsonl.gz"))
+    assert b'"customer"' in raw and '"customer"' in published  # the account record is in both
+    for secret in ("accessKey", "agentInstallParams", "intercomUserIdHash", SYSDIG_TOKEN):
+        assert secret not in published and secret.encode() not in raw
+
+
+def test_second_run_deletes_exactly_the_removed_user(dag, start_sysdig, jupiterone, connect):
+    sysdig = start_sysdig(OrgSpec())
+    connect(sysdig, jupiterone)
+    assert task_states(dag.test())["load"] == "success"
+    before = jupiterone.graph()
+
+    requests.post(f"{sysdig.url}/_emulator/users/10005/remove", timeout=5).raise_for_status()
+    assert task_states(dag.test())["load"] == "success"
+    after = jupiterone.graph()
+
+    def keys(graph: dict, kind: str) -> set[str]:
+        return {o["_key"] for o in graph[kind]}
+
+    assert keys(before, "entities") - keys(after, "entities") == {"sysdig_user:10005"}
+    assert keys(after, "entities") <= keys(before, "entities")
+    assert keys(before, "relationships") - keys(after, "relationships") == {
+        f"{ACCOUNT}|has|sysdig_user:10005",
+        "sysdig_team:20001|has|sysdig_user:10005",  # user 5 is in team 5 % 4 = 1
+    }
+    assert keys(after, "relationships") <= keys(before, "relationships")
+    last_job = jupiterone.jobs()[-1]
+    assert (last_job["numEntitiesDeleted"], last_job["numRelationshipsDeleted"]) == (1, 2)
+
+
+def test_bad_sysdig_token_fails_validation_and_publishes_nothing(dag, start_sysdig, jupiterone, connect):
+    connect(start_sysdig(OrgSpec()), jupiterone, token="not-the-token")
+
+    states = task_states(dag.test())
+
+    assert states["validate_config"] == "failed"
+    assert {states[t] for t in ALL_TASKS - {"validate_config"}} == {"upstream_failed"}
+    assert jupiterone.jobs() == []
+
+
+def test_duplicate_user_ids_fail_quality_and_publish_nothing(dag, start_sysdig, jupiterone, connect, tmp_path):
+    connect(start_sysdig(OrgSpec(duplicate_users=2)), jupiterone)
+
+    run = dag.test()
+
+    states = task_states(run)
+    assert states["transform"] == "success"
+    assert (states["check_quality"], states["load"]) == ("failed", "upstream_failed")
+    assert jupiterone.jobs() == [] and jupiterone.summary() == {"entities": {}, "relationships": {}}
+    [report_path] = Path(tmp_path, "storage").rglob("quality.json")
+    failed = {r["check"]: r for r in json.loads(report_path.read_text())["results"] if not r["success"]}
+    unique = failed["entities ExpectColumnValuesToBeUnique(_key)"]
+    assert unique["unexpected_count"] == 4  # two ids, each seen twice
+    assert "sysdig_user:10000" in unique["examples"]
