@@ -12,6 +12,7 @@ import gzip
 import json
 import re
 import threading
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,7 +83,8 @@ class Emulator:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve in a daemon thread; returns the base URL (port 0 picks a free port)."""
         self._server = _Server((host, port), _make_handler(self))
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval makes stop() near-instant (the default 0.5 s adds up in tests).
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self.url
 
     def serve_forever(self, host: str, port: int) -> None:
@@ -124,7 +126,11 @@ def _make_handler(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             if body and self.headers.get("Content-Encoding", "").lower() == "gzip":
-                body = gzip.decompress(body)
+                try:
+                    body = gzip.decompress(body)
+                except (OSError, EOFError, zlib.error):  # a client error: answer it, don't drop
+                    self._send(Response(400, {"message": "body is not valid gzip"}))
+                    return
             request = Request(
                 method=self.command,
                 path=url.path,
@@ -136,7 +142,10 @@ def _make_handler(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 response = emulator.dispatch(request)
             except Exception as exc:  # an emulator bug must show up as a 500, not a hang
                 response = Response(500, {"message": f"emulator error: {exc!r}"})
-            self._send(response)
+            try:
+                self._send(response)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout)
+                self.close_connection = True
 
         def _send(self, response: Response) -> None:
             if response.drop_connection:

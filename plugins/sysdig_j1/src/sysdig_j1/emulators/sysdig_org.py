@@ -1,0 +1,422 @@
+"""A deterministic, lazily computed Sysdig organisation for the emulator.
+
+Every record is a pure function of (seed, kind, index), so an organisation of 100,000 users and
+1,000,000 scans costs nothing at start-up and a page costs O(page). The only mutable state is the
+set of removed users, which tests use to simulate deletions between two syncs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import random
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+USER_ID_BASE = 10000
+TEAM_ID_BASE = 20000
+CUSTOM_TEAM_ROLE_ID = 7
+TEAM_THEME = "#7BB0B2"
+STAGES = ("runtime", "pipeline", "registry")
+
+_FIRST_NAMES = ("Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger",
+                "Frances", "Grace", "John", "Katherine", "Linus", "Margaret")
+_LAST_NAMES = ("Lovelace", "Turing", "Liskov", "Shannon", "Knuth", "Dijkstra",
+               "Allen", "Hopper", "Backus", "Johnson", "Torvalds", "Hamilton")
+_TEAM_DEFAULT_ROLES = ("ROLE_TEAM_STANDARD", "ROLE_TEAM_EDIT", "ROLE_TEAM_READ")
+_MEMBER_ROLES = ("ROLE_TEAM_STANDARD", "ROLE_TEAM_READ", "ROLE_TEAM_EDIT")
+_REGISTRIES = ("docker.io", "quay.io", "123456789012.dkr.ecr.us-east-1.amazonaws.com", "gcr.io")
+_VENDORS = ("dockerhub", "quay", "ecr", "gcr")
+_POLICY_RESULTS = ("passed", "failed", "accepted", "noPolicy")
+_LEGACY_POLICY_STATUSES = ("PASS", "STOP", "WARN")
+_SEVERITY_MAXIMA = {"critical": 3, "high": 10, "medium": 20, "low": 30, "negligible": 5}
+
+_USERS_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+_TEAMS_EPOCH = datetime(2023, 6, 1, tzinfo=UTC)
+_SCANS_EPOCH = datetime(2024, 6, 1, tzinfo=UTC)
+_LAST_SEEN_EPOCH_MS = 1_700_000_000_000
+
+
+@dataclass(frozen=True)
+class OrgSpec:
+    seed: int = 7
+    users: int = 30
+    teams: int = 4
+    admins: int = 2
+    scans: int = 45
+    customer_id: int = 5000001
+    customer_name: str | None = None
+    duplicate_users: int = 0  # the last n users repeat the first n ids (a data-quality fault)
+
+    def __post_init__(self) -> None:
+        for name in ("users", "teams", "admins", "scans", "duplicate_users"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.admins > self.users:
+            raise ValueError("admins must be <= users")
+        if self.duplicate_users > self.users:
+            raise ValueError("duplicate_users must be <= users")
+
+
+# -- index sequences -------------------------------------------------------------------------
+class Survivors(Sequence[int]):
+    """range(start, stop, step) minus `removed` (sorted members of that range), indexable in O(log r)."""
+
+    def __init__(self, start: int, stop: int, step: int, removed: Sequence[int] = ()) -> None:
+        self._range = range(start, stop, step)
+        positions = [self._range.index(value) for value in removed]
+        # survivors before the j-th removed position; non-decreasing, so bisect finds how many
+        # removed positions precede the k-th survivor
+        self._survivors_before = [position - j for j, position in enumerate(positions)]
+
+    def __len__(self) -> int:
+        return len(self._range) - len(self._survivors_before)
+
+    def __getitem__(self, k: int) -> int:  # type: ignore[override]  # slices go through page()
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self._range[k + bisect.bisect_right(self._survivors_before, k)]
+
+
+class Concat(Sequence[int]):
+    """Several index sequences read as one, without copying them."""
+
+    def __init__(self, *parts: Sequence[int]) -> None:
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self._parts)
+
+    def __getitem__(self, k: int) -> int:  # type: ignore[override]
+        for part in self._parts:
+            if 0 <= k < len(part):
+                return part[k]
+            k -= len(part)
+        raise IndexError(k)
+
+
+def page(sequence: Sequence[int], offset: int, limit: int) -> list[int]:
+    return [sequence[k] for k in range(offset, min(len(sequence), offset + limit))]
+
+
+# -- formatting helpers ----------------------------------------------------------------------
+def _iso(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_micros(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _epoch_ms(instant: datetime) -> int:
+    return int(instant.timestamp()) * 1000
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SysdigOrg:
+    """The organisation described by an `OrgSpec`; records are built on demand by index."""
+
+    def __init__(self, spec: OrgSpec = OrgSpec()) -> None:
+        self.spec = spec
+        self._removed: tuple[int, ...] = ()  # sorted user indices; replaced, never mutated
+        self._lock = threading.Lock()
+
+    def _uuid(self, purpose: str) -> str:
+        digest = hashlib.sha256(f"{self.spec.seed}:uuid:{purpose}".encode()).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    # -- users -----------------------------------------------------------------------------
+    def user_id(self, i: int) -> int:
+        first_duplicate = self.spec.users - self.spec.duplicate_users
+        return USER_ID_BASE + (i - first_duplicate if i >= first_duplicate else i)
+
+    def user_indices_for_id(self, user_id: int) -> list[int]:
+        """Every index carrying this id (two when duplicated), removed or not."""
+        x = user_id - USER_ID_BASE
+        first_duplicate = self.spec.users - self.spec.duplicate_users
+        indices = [x] if 0 <= x < first_duplicate else []
+        if 0 <= x < self.spec.duplicate_users:
+            indices.append(first_duplicate + x)
+        return indices
+
+    def remove_user(self, user_id: int) -> bool:
+        """Remove every user with this id; False if the id never existed."""
+        indices = self.user_indices_for_id(user_id)
+        with self._lock:
+            self._removed = tuple(sorted(set(self._removed).union(indices)))
+        return bool(indices)
+
+    def is_present(self, i: int) -> bool:
+        return 0 <= i < self.spec.users and i not in self._removed
+
+    def users(self) -> Sequence[int]:
+        """Indices of the surviving users, in order."""
+        return Survivors(0, self.spec.users, 1, self._removed)
+
+    def is_admin(self, i: int) -> bool:
+        return i < self.spec.admins
+
+    def _names(self, i: int) -> tuple[str, str | None]:
+        rng = random.Random(f"{self.spec.seed}:user:{i}")
+        first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
+        return first, (None if i % 17 == 16 else last)
+
+    def _user_created(self, i: int) -> datetime:
+        return _USERS_EPOCH + timedelta(hours=i)
+
+    def _activation_status(self, i: int) -> str:
+        return "pending" if i % 11 == 10 else "confirmed"
+
+    def _is_enabled(self, i: int) -> bool:
+        return i % 7 != 6
+
+    def _products(self, i: int) -> list[str]:
+        return ["SDC", "SDS"] if i % 2 == 0 else ["SDS"]
+
+    def _last_seen_ms(self, i: int) -> int | None:
+        return None if i % 4 == 3 else _LAST_SEEN_EPOCH_MS + i * 60_000
+
+    def _system_role(self, i: int) -> str:
+        return "ROLE_CUSTOMER" if self.is_admin(i) else "ROLE_USER"
+
+    def public_user(self, i: int) -> dict[str, Any]:
+        first, last = self._names(i)
+        created = self._user_created(i)
+        updated = None if i % 5 == 4 else _iso(created + timedelta(days=1, minutes=i))
+        return {
+            "id": self.user_id(i), "email": f"user{i}@example.com",
+            "firstName": first, "lastName": last,
+            "isAdmin": self.is_admin(i), "isEnabled": self._is_enabled(i),
+            "activationStatus": self._activation_status(i),
+            "dateCreated": _iso(created), "lastUpdated": updated,
+            "version": 1 + i % 3, "bypassSsoEnforcement": False,
+        }
+
+    def light_user(self, i: int) -> dict[str, Any]:
+        first, last = self._names(i)
+        return {
+            "id": self.user_id(i), "version": 1 + i % 3, "username": f"user{i}@example.com",
+            "enabled": self._is_enabled(i), "systemRole": self._system_role(i),
+            "firstName": first, "lastName": last,
+            "lastSeenOnSecure": self._last_seen_ms(i),
+            "dateCreated": _epoch_ms(self._user_created(i)),
+            "status": self._activation_status(i), "products": self._products(i),
+        }
+
+    def legacy_user(self, i: int) -> dict[str, Any]:
+        """The `/api/users/{id}` shape, sensitive fields included (clients must scrub them)."""
+        first, last = self._names(i)
+        created = self._user_created(i)
+        access_key = self._uuid(f"user-access-key:{i}")
+        return {
+            "id": self.user_id(i), "username": f"user{i}@example.com",
+            "name": " ".join(part for part in (first, last) if part),
+            "firstName": first, "lastName": last, "systemRole": self._system_role(i),
+            "enabled": self._is_enabled(i), "status": self._activation_status(i),
+            "products": self._products(i), "version": 1 + i % 3,
+            "currentTeam": TEAM_ID_BASE, "dateCreated": _epoch_ms(created),
+            "lastSeenOnSecure": self._last_seen_ms(i), "teamRoles": self._team_roles(i),
+            "accessKey": access_key, "agentInstallParams": {"accessKey": access_key},
+            "intercomUserIdHash": _sha256(f"{self.spec.seed}:intercom:{i}"),
+            "customer": self._customer(),
+        }
+
+    def _customer(self) -> dict[str, Any]:
+        return {
+            "id": self.spec.customer_id, "name": self.spec.customer_name,
+            "externalId": self._uuid("customer-external-id"),
+            "accessKey": self._uuid("customer-access-key"),
+            "dateCreated": _epoch_ms(_TEAMS_EPOCH),
+        }
+
+    def _team_roles(self, i: int) -> list[dict[str, Any]]:
+        teams = range(self.spec.teams) if self.is_admin(i) else self._teams_of_member(i)
+        return [self._team_role(j, i) for j in teams]
+
+    def _teams_of_member(self, i: int) -> list[int]:
+        return [i % self.spec.teams] if self.spec.teams else []
+
+    def _team_role(self, j: int, i: int) -> dict[str, Any]:
+        membership = self.membership(j, i)
+        role = membership["standardTeamRole"] or str(membership["customTeamRoleId"])
+        return {
+            "teamId": TEAM_ID_BASE + j, "teamName": self._team_name(j), "teamTheme": TEAM_THEME,
+            "userId": self.user_id(i), "userName": f"user{i}@example.com",
+            "role": role, "admin": self.is_admin(i),
+        }
+
+    # -- teams -----------------------------------------------------------------------------
+    def teams(self) -> Sequence[int]:
+        return range(self.spec.teams)
+
+    def team_index(self, team_id: int) -> int | None:
+        j = team_id - TEAM_ID_BASE
+        return j if 0 <= j < self.spec.teams else None
+
+    def _team_name(self, j: int) -> str:
+        return {0: "Secure Operations", 1: "Monitor Operations"}.get(j, f"team-{j:04d}")
+
+    def _team_description(self, j: int) -> str | None:
+        if j < 2:
+            return ("Default Secure team", "Default Monitor team")[j]
+        return None if j % 3 == 0 else f"Team number {j}"
+
+    def _team_product(self, j: int) -> str:
+        if j < 2:
+            return ("secure", "monitor")[j]
+        return "secure" if j % 2 == 0 else "monitor"
+
+    def _team_permissions(self, j: int) -> dict[str, bool]:
+        return {
+            "hasSysdigCaptures": j % 2 == 0, "hasInfrastructureEvents": j % 3 == 0,
+            "hasAwsData": j % 4 == 0, "hasRapidResponse": j == 0,
+            "hasAgentCli": j % 2 == 1, "hasBeaconMetrics": False,
+        }
+
+    def _team_created(self, j: int) -> datetime:
+        return _TEAMS_EPOCH + timedelta(days=j)
+
+    def public_team(self, j: int) -> dict[str, Any]:
+        created = self._team_created(j)
+        return {
+            "id": TEAM_ID_BASE + j, "name": self._team_name(j),
+            "description": self._team_description(j),
+            "isImmutableTeam": j < 2, "isDefaultTeam": j == 0,
+            "standardTeamRole": _TEAM_DEFAULT_ROLES[j % 3], "customTeamRoleId": None,
+            "product": self._team_product(j),
+            "uiSettings": {"entryPoint": {"module": "Explore"}, "theme": TEAM_THEME},
+            "isAllZones": True, "zoneIds": [], "scopes": [],
+            "additionalTeamPermissions": self._team_permissions(j),
+            "dateCreated": _iso(created), "lastUpdated": _iso(created + timedelta(days=2)),
+            "version": 1,
+        }
+
+    def legacy_team(self, j: int) -> dict[str, Any]:
+        """The `/api/v2/teams/light` shape (no members, but a member count)."""
+        created = self._team_created(j)
+        permissions = self._team_permissions(j)
+        return {
+            "id": TEAM_ID_BASE + j, "version": 1, "customerId": self.spec.customer_id,
+            "name": self._team_name(j), "description": self._team_description(j),
+            "theme": TEAM_THEME, "show": "host", "origin": "SYSDIG",
+            "immutable": j < 2, "default": j == 0,
+            "defaultTeamRole": _TEAM_DEFAULT_ROLES[j % 3],
+            "canUseSysdigCapture": permissions["hasSysdigCaptures"],
+            "canUseAgentCli": permissions["hasAgentCli"],
+            "canUseCustomEvents": permissions["hasInfrastructureEvents"],
+            "canUseAwsMetrics": permissions["hasAwsData"],
+            "canUseBeaconMetrics": permissions["hasBeaconMetrics"],
+            "canUseRapidResponse": permissions["hasRapidResponse"],
+            "userCount": len(self.members(j, with_admins=True)),
+            "entryPoint": {"module": "Explore"},
+            "products": ["SDS"] if self._team_product(j) == "secure" else ["SDC"],
+            "properties": {}, "namespaceFilters": {},
+            "dateCreated": _epoch_ms(created), "lastUpdated": _epoch_ms(created + timedelta(days=2)),
+        }
+
+    # -- memberships -----------------------------------------------------------------------
+    def members(self, j: int, with_admins: bool) -> Sequence[int]:
+        """User indices of team j: admins first (if asked), then its non-admin members."""
+        removed = self._removed  # one snapshot, so both parts agree
+        admins, teams = self.spec.admins, self.spec.teams
+        first_member = admins + (j - admins) % teams
+        removed_members = [i for i in removed if i >= admins and i % teams == j]
+        members = Survivors(first_member, self.spec.users, teams, removed_members)
+        if not with_admins:
+            return members
+        return Concat(Survivors(0, admins, 1, [i for i in removed if i < admins]), members)
+
+    def membership(self, j: int, i: int) -> dict[str, Any]:
+        role: str | None
+        if self.is_admin(i):
+            role, custom_role = "ROLE_TEAM_MANAGER", None
+        elif i % 13 == 12:
+            role, custom_role = None, CUSTOM_TEAM_ROLE_ID
+        else:
+            role, custom_role = _MEMBER_ROLES[i % 3], None
+        return {"teamId": TEAM_ID_BASE + j, "userId": self.user_id(i),
+                "standardTeamRole": role, "customTeamRoleId": custom_role}
+
+    # -- scans -----------------------------------------------------------------------------
+    def scans(self, stage: str | None = None) -> Sequence[int]:
+        """Scan indices of one stage, or of all stages (the legacy engine)."""
+        if stage is None:
+            return range(self.spec.scans)
+        return range(STAGES.index(stage), self.spec.scans, len(STAGES))
+
+    def _image_hex(self, k: int) -> str:
+        return _sha256(f"{self.spec.seed}:image:{k}")
+
+    def _pull_string(self, k: int) -> str:
+        return f"{_REGISTRIES[k % 4]}/acme/service-{k % 97}:1.{k % 10}.{k % 7}"
+
+    def _scan_created(self, k: int) -> datetime:
+        return _SCANS_EPOCH + timedelta(minutes=k)
+
+    def _vuln_counts(self, k: int) -> tuple[dict[str, int], dict[str, int]]:
+        rng = random.Random(f"{self.spec.seed}:scan:{k}")
+        totals = {severity: rng.randint(0, top) for severity, top in _SEVERITY_MAXIMA.items()}
+        running = {severity: rng.randint(0, count) for severity, count in totals.items()}
+        return totals, running
+
+    def _result_id(self, k: int) -> str:
+        return _sha256(f"{self.spec.seed}:scan:{k}")[:32]
+
+    def runtime_result(self, k: int) -> dict[str, Any]:
+        totals, running = self._vuln_counts(k)
+        return {
+            "resultId": self._result_id(k), "resourceId": "sha256:" + self._image_hex(k),
+            "sbomId": f"sbom-{k}", "mainAssetName": self._pull_string(k),
+            "policyEvaluationResult": _POLICY_RESULTS[k % 4],
+            "isRiskSpotlightEnabled": k % 2 == 0,
+            "scope": {
+                "asset.type": "workload", "kubernetes.cluster.name": f"prod-{k % 3}",
+                "kubernetes.namespace.name": f"ns-{k % 5}",
+                "kubernetes.workload.name": f"service-{k % 97}",
+                "kubernetes.workload.type": "deployment",
+            },
+            "vulnTotalBySeverity": totals, "runningVulnTotalBySeverity": running,
+        }
+
+    def pipeline_result(self, k: int) -> dict[str, Any]:
+        return {
+            "resultId": self._result_id(k), "pullString": self._pull_string(k),
+            "imageId": "sha256:" + self._image_hex(k),
+            "createdAt": _iso_micros(self._scan_created(k)),
+            "vulnTotalBySeverity": self._vuln_counts(k)[0],
+            "policyEvaluationResult": _POLICY_RESULTS[k % 4],
+        }
+
+    def registry_result(self, k: int) -> dict[str, Any]:
+        return {
+            "resultId": self._result_id(k), "imageId": "sha256:" + self._image_hex(k),
+            "vendor": _VENDORS[k % 4], "pullString": self._pull_string(k),
+            "vulnTotalBySeverity": self._vuln_counts(k)[0],
+            "createdAt": _iso_micros(self._scan_created(k)),
+        }
+
+    def stage_result(self, stage: str, k: int) -> dict[str, Any]:
+        builders = {"runtime": self.runtime_result, "pipeline": self.pipeline_result,
+                    "registry": self.registry_result}
+        return builders[stage](k)
+
+    def legacy_scan(self, k: int) -> dict[str, Any]:
+        """A `/api/scanning/v1/resultsDirect` row; timestamps in epoch seconds."""
+        created = int(self._scan_created(k).timestamp())
+        return {
+            "analysisStatus": "analyzed", "analyzedAt": created + 30, "createdAt": created,
+            "tagDetectedAt": created, "fullTag": self._pull_string(k),
+            "registry": _REGISTRIES[k % 4], "repository": f"acme/service-{k % 97}",
+            "tag": f"1.{k % 10}.{k % 7}",
+            "imageDigest": "sha256:" + _sha256(f"{self.spec.seed}:digest:{k}"),
+            "parentDigest": "sha256:" + _sha256(f"{self.spec.seed}:parent:{k}"),
+            "imageId": self._image_hex(k), "origin": "sysdig-secure",
+            "policyStatus": _LEGACY_POLICY_STATUSES[k % 3],
+        }

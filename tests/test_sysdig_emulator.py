@@ -1,0 +1,508 @@
+"""The Sysdig emulator over real HTTP: shapes, paging, limits, errors and injected faults."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from sysdig_j1.emulators.sysdig import SysdigEmulator, encode_cursor
+from sysdig_j1.emulators.sysdig_org import OrgSpec
+
+TOKEN = "emulator-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+STAGES = ("runtime", "pipeline", "registry")
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    """The default organisation, shared by the tests that only read."""
+    emulator = SysdigEmulator()
+    yield emulator.start()
+    emulator.stop()
+
+
+@pytest.fixture
+def start() -> Iterator[Any]:
+    """Start an emulator private to one test (for mutations, faults and odd organisations)."""
+    started: list[SysdigEmulator] = []
+
+    def _start(**kwargs: Any) -> str:
+        emulator = SysdigEmulator(**kwargs)
+        started.append(emulator)
+        return emulator.start()
+
+    yield _start
+    for emulator in started:
+        emulator.stop()
+
+
+def get(base: str, path: str, **params: Any) -> requests.Response:
+    return requests.get(base + path, params=params, headers=AUTH, timeout=10)
+
+
+def set_faults(base: str, **faults: Any) -> None:
+    requests.post(f"{base}/_emulator/faults", json=faults, timeout=5).raise_for_status()
+
+
+def offset_pages(base: str, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
+    """Follow page.next of a /platform/v1 endpoint to the end, checking every envelope."""
+    pages, offset = [], 0
+    while True:
+        body = get(base, path, offset=offset, limit=limit, **params).json()
+        pages.append(body)
+        assert len(body["data"]) <= limit
+        if body["page"]["next"] is None:
+            return pages
+        assert body["page"]["next"] == str(offset + limit)
+        offset = int(body["page"]["next"])
+
+
+def offset_items(base: str, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
+    return [item for body in offset_pages(base, path, limit, **params) for item in body["data"]]
+
+
+def cursor_items(base: str, stage: str, limit: int) -> list[dict[str, Any]]:
+    items, params = [], {"limit": limit}
+    while True:
+        body = get(base, f"/secure/vulnerability/v1/{stage}-results", **params).json()
+        items.extend(body["data"])
+        if "next" not in body["page"]:
+            return items
+        params["cursor"] = body["page"]["next"]
+
+
+def result_id(k: int, seed: int = 7) -> str:
+    return hashlib.sha256(f"{seed}:scan:{k}".encode()).hexdigest()[:32]
+
+
+# -- authentication ----------------------------------------------------------------------------
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+def test_legacy_401_is_json_served_as_text_plain(base_url: str, headers: dict[str, str]) -> None:
+    response = requests.get(f"{base_url}/api/users/me", headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    body = json.loads(response.text)
+    assert body["message"] == "cannot verify credentials"
+    assert body["referenceId"] == response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("path", ["/platform/v1/users", "/platform/v1/teams/20000/users",
+                                  "/secure/vulnerability/v1/runtime-results"])
+def test_public_401_uses_the_error_schema(base_url: str, path: str) -> None:
+    response = requests.get(base_url + path, headers={"Authorization": "Bearer wrong"}, timeout=5)
+    assert response.status_code == 401
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.json() == {"type": "unauthorized", "message": "Access denied.", "details": []}
+
+
+def test_a_custom_token_replaces_the_default(start: Any) -> None:
+    base = start(token="s3cret")
+    assert get(base, "/platform/v1/users").status_code == 401
+    ok = requests.get(f"{base}/platform/v1/users", headers={"Authorization": "Bearer s3cret"},
+                      timeout=5)
+    assert ok.status_code == 200
+
+
+# -- users, teams, memberships -----------------------------------------------------------------
+def test_users_paged_to_the_end_are_exactly_the_org(base_url: str) -> None:
+    users = offset_items(base_url, "/platform/v1/users", limit=7)
+    assert [u["id"] for u in users] == list(range(10000, 10030))
+    assert [u["email"] for u in users] == [f"user{i}@example.com" for i in range(30)]
+    assert [u["id"] for u in users if u["isAdmin"]] == [10000, 10001]
+    assert set(users[0]) == {"id", "email", "firstName", "lastName", "isAdmin", "isEnabled",
+                             "activationStatus", "dateCreated", "lastUpdated", "version",
+                             "bypassSsoEnforcement"}
+    assert users[16]["lastName"] is None and users[15]["lastName"] is not None
+    assert users[4]["lastUpdated"] is None
+    assert users[3]["dateCreated"] == "2024-01-01T03:00:00Z"
+    assert users[3]["lastUpdated"] == "2024-01-02T03:03:00Z"
+    assert [u["isEnabled"] for u in users[5:8]] == [True, False, True]
+    assert users[10]["activationStatus"] == "pending" and users[9]["activationStatus"] == "confirmed"
+    assert [u["version"] for u in users[:4]] == [1, 2, 3, 1]
+
+
+def test_light_users_match_the_public_users(base_url: str) -> None:
+    first = get(base_url, "/api/v2/users/light", limit=20).json()
+    second = get(base_url, "/api/v2/users/light", offset=20, limit=20).json()
+    assert (first["total"], first["offset"], second["offset"]) == (30, 0, 20)
+    light = first["users"] + second["users"]
+    assert [u["id"] for u in light] == list(range(10000, 10030))
+    assert light[0]["systemRole"] == "ROLE_CUSTOMER" and light[2]["systemRole"] == "ROLE_USER"
+    assert light[3]["lastSeenOnSecure"] is None
+    assert light[2]["lastSeenOnSecure"] == 1_700_000_000_000 + 2 * 60_000
+    assert light[1]["dateCreated"] == 1704067200000 + 3_600_000
+    assert light[0]["products"] == ["SDC", "SDS"] and light[1]["products"] == ["SDS"]
+    assert light[6]["enabled"] is False and light[10]["status"] == "pending"
+
+
+def test_teams_paged_to_the_end(base_url: str) -> None:
+    teams = offset_items(base_url, "/platform/v1/teams", limit=3)
+    assert [t["id"] for t in teams] == [20000, 20001, 20002, 20003]
+    assert [t["name"] for t in teams] == ["Secure Operations", "Monitor Operations",
+                                          "team-0002", "team-0003"]
+    assert [t["isDefaultTeam"] for t in teams] == [True, False, False, False]
+    assert [t["isImmutableTeam"] for t in teams] == [True, True, False, False]
+    assert [t["product"] for t in teams] == ["secure", "monitor", "secure", "monitor"]
+    assert [t["description"] for t in teams[2:]] == ["Team number 2", None]
+    assert teams[3]["additionalTeamPermissions"]["hasAgentCli"] is True
+    assert teams[1]["dateCreated"] == "2023-06-02T00:00:00Z"
+    assert teams[1]["lastUpdated"] == "2023-06-04T00:00:00Z"
+
+
+def test_memberships_without_and_with_admins(base_url: str) -> None:
+    plain = {j: offset_items(base_url, f"/platform/v1/teams/{20000 + j}/users", limit=3)
+             for j in range(4)}
+    assert sum(len(items) for items in plain.values()) == 28
+    assert [m["userId"] for m in plain[1]] == [10005, 10009, 10013, 10017, 10021, 10025, 10029]
+    custom = next(m for m in plain[0] if m["userId"] == 10012)
+    assert (custom["standardTeamRole"], custom["customTeamRoleId"]) == (None, 7)
+    assert plain[1][0]["standardTeamRole"] == "ROLE_TEAM_EDIT"  # i=5 -> roles[5 % 3]
+
+    with_admins = [offset_items(base_url, f"/platform/v1/teams/{20000 + j}/users", limit=4,
+                                withAdminUsers="true") for j in range(4)]
+    assert sum(len(items) for items in with_admins) == 36
+    assert [m["standardTeamRole"] for m in with_admins[2][:2]] == ["ROLE_TEAM_MANAGER"] * 2
+    assert with_admins[2][2:] == plain[2]
+
+
+def test_unknown_team_is_404_with_the_error_schema(base_url: str) -> None:
+    for team_id in ("20004", "19999", "abc"):
+        response = get(base_url, f"/platform/v1/teams/{team_id}/users")
+        assert response.status_code == 404
+        assert response.json()["type"] == "not_found"
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"limit": 0}, "limit"), ({"limit": 201}, "limit"), ({"limit": -1}, "limit"),
+    ({"limit": "ten"}, "limit"), ({"limit": "1.5"}, "limit"), ({"offset": -1}, "offset"),
+    ({"offset": "x"}, "offset"),
+])
+def test_bad_paging_parameters_are_400(base_url: str, params: dict[str, Any], name: str) -> None:
+    for path in ("/platform/v1/users", "/platform/v1/teams", "/platform/v1/teams/20000/users"):
+        response = get(base_url, path, **params)
+        assert response.status_code == 400, path
+        assert response.json()["type"] == "bad_request" and name in response.json()["message"]
+
+
+def test_with_admin_users_accepts_only_true_or_false(base_url: str) -> None:
+    response = get(base_url, "/platform/v1/teams/20000/users", withAdminUsers="yes")
+    assert response.status_code == 400 and "withAdminUsers" in response.json()["message"]
+    assert get(base_url, "/platform/v1/teams/20000/users", withAdminUsers="false").ok
+
+
+def test_limit_boundaries_and_defaults(base_url: str) -> None:
+    assert len(get(base_url, "/platform/v1/users").json()["data"]) == 25
+    assert len(get(base_url, "/platform/v1/users", limit=200).json()["data"]) == 30
+    assert len(get(base_url, "/api/v2/users/light", limit=1000).json()["users"]) == 30
+    assert get(base_url, "/api/v2/users/light", limit=1001).status_code == 400
+    assert get(base_url, "/api/scanning/v1/resultsDirect", limit=0).status_code == 400
+    assert "message" in get(base_url, "/api/v2/users/light", limit=0).json()
+
+
+def test_page_edges_exactly_one_page_and_one_over(base_url: str) -> None:
+    exact = get(base_url, "/platform/v1/users", limit=30).json()
+    assert exact["page"] == {"previous": None, "next": None, "total": 30}
+    over = offset_pages(base_url, "/platform/v1/users", limit=29)
+    assert [len(body["data"]) for body in over] == [29, 1]
+    assert over[1]["page"] == {"previous": "0", "next": None, "total": 30}
+    beyond = get(base_url, "/platform/v1/users", offset=500).json()
+    assert beyond["data"] == [] and beyond["page"]["next"] is None
+
+
+def test_an_empty_org_pages_cleanly(start: Any) -> None:
+    base = start(org=OrgSpec(users=0, teams=0, admins=0, scans=0))
+    for path in ("/platform/v1/users", "/platform/v1/teams"):
+        assert get(base, path).json() == {"page": {"previous": None, "next": None, "total": 0},
+                                          "data": []}
+    assert get(base, "/secure/vulnerability/v1/pipeline-results").json() == {
+        "page": {"total": 0}, "data": []}
+    assert get(base, "/api/scanning/v1/resultsDirect").json()["totalRows"] == 0
+    assert get(base, "/api/users/me").status_code == 401  # nobody holds the token
+
+
+# -- vulnerability management ------------------------------------------------------------------
+@pytest.mark.parametrize("stage_index, stage", enumerate(STAGES))
+def test_each_stage_pages_to_its_fifteen_scans(base_url: str, stage_index: int, stage: str) -> None:
+    items = cursor_items(base_url, stage, limit=4)
+    scan_indices = range(stage_index, 45, 3)
+    assert [item["resultId"] for item in items] == [result_id(k) for k in scan_indices]
+    for item in items:
+        totals = item["vulnTotalBySeverity"]
+        assert set(totals) == {"critical", "high", "medium", "low", "negligible"}
+        assert 0 <= totals["critical"] <= 3 and 0 <= totals["low"] <= 30
+        if stage == "runtime":
+            assert all(item["runningVulnTotalBySeverity"][s] <= n for s, n in totals.items())
+    assert ("policyEvaluationResult" in items[0]) is (stage != "registry")
+    assert ("createdAt" in items[0]) is (stage != "runtime")
+
+
+def test_scan_item_shapes(base_url: str) -> None:
+    runtime = get(base_url, "/secure/vulnerability/v1/runtime-results", limit=1).json()["data"][0]
+    image = "sha256:" + hashlib.sha256(b"7:image:0").hexdigest()
+    assert runtime["resourceId"] == image and runtime["sbomId"] == "sbom-0"
+    assert runtime["mainAssetName"] == "docker.io/acme/service-0:1.0.0"
+    assert runtime["scope"]["kubernetes.cluster.name"] == "prod-0"
+    pipeline = get(base_url, "/secure/vulnerability/v1/pipeline-results", limit=3).json()["data"]
+    assert pipeline[2]["createdAt"] == "2024-06-01T00:07:00.000000Z"  # k = 7
+    assert pipeline[2]["pullString"] == "gcr.io/acme/service-7:1.7.0"
+    registry = get(base_url, "/secure/vulnerability/v1/registry-results", limit=1).json()["data"][0]
+    assert registry["vendor"] == "ecr"  # k = 2
+
+
+def test_next_cursor_is_omitted_only_on_the_last_page(base_url: str) -> None:
+    path = "/secure/vulnerability/v1/runtime-results"
+    assert get(base_url, path, limit=15).json()["page"] == {"total": 15}
+    assert get(base_url, path).json()["page"] == {"total": 15}  # default limit 1000
+    first = get(base_url, path, limit=14).json()
+    assert len(first["page"]["next"]) <= 300
+    last = get(base_url, path, limit=14, cursor=first["page"]["next"]).json()
+    assert len(last["data"]) == 1 and "next" not in last["page"]
+
+
+@pytest.mark.parametrize("cursor", ["!!!", "bm9wZQ", encode_cursor("pipeline", 3), "x" * 301,
+                                    encode_cursor("runtime", -1)])
+def test_bad_cursor_is_400(base_url: str, cursor: str) -> None:
+    response = get(base_url, "/secure/vulnerability/v1/runtime-results", cursor=cursor)
+    assert response.status_code == 400 and "cursor" in response.json()["message"]
+
+
+@pytest.mark.parametrize("limit", [0, 1001, "many"])
+def test_bad_vm_limit_is_400(base_url: str, limit: Any) -> None:
+    assert get(base_url, "/secure/vulnerability/v1/registry-results", limit=limit).status_code == 400
+
+
+def test_legacy_scans_page_to_the_end(base_url: str) -> None:
+    rows, offset = [], 0
+    while True:
+        body = get(base_url, "/api/scanning/v1/resultsDirect", offset=offset, limit=20).json()
+        assert body["totalRows"] == body["metadata"]["total"] == 45
+        rows.extend(body["results"])
+        if not body["options"]["canLoadMore"]:
+            break
+        offset += 20
+    assert len(rows) == 45 and offset == 40
+    assert [r["imageId"] for r in rows] == [hashlib.sha256(f"7:image:{k}".encode()).hexdigest()
+                                            for k in range(45)]
+    assert [r["policyStatus"] for r in rows[:3]] == ["PASS", "STOP", "WARN"]
+    assert rows[1]["createdAt"] == 1717200060 and rows[1]["fullTag"] == "quay.io/acme/service-1:1.1.1"
+
+
+# -- account and legacy details -------------------------------------------------------------------
+def test_me_carries_customer_and_sensitive_fields(base_url: str) -> None:
+    user = get(base_url, "/api/users/me").json()["user"]
+    assert (user["id"], user["systemRole"], user["currentTeam"]) == (10000, "ROLE_CUSTOMER", 20000)
+    assert user["customer"]["id"] == 5000001 and user["customer"]["name"] is None
+    assert user["accessKey"] and user["agentInstallParams"]["accessKey"] == user["accessKey"]
+    assert user["intercomUserIdHash"] and user["customer"]["accessKey"]
+    assert [r["teamId"] for r in user["teamRoles"]] == [20000, 20001, 20002, 20003]
+    assert {r["role"] for r in user["teamRoles"]} == {"ROLE_TEAM_MANAGER"}
+
+
+def test_customer_name_is_configurable(start: Any) -> None:
+    base = start(org=OrgSpec(customer_name="Acme Corp", customer_id=42))
+    customer = get(base, "/api/users/me").json()["user"]["customer"]
+    assert (customer["id"], customer["name"]) == (42, "Acme Corp")
+
+
+def test_legacy_user_detail_and_team_light(base_url: str) -> None:
+    member = get(base_url, "/api/users/10012").json()["user"]
+    assert member["teamRoles"] == [{"teamId": 20000, "teamName": "Secure Operations",
+                                    "teamTheme": "#7BB0B2", "userId": 10012,
+                                    "userName": "user12@example.com", "role": "7", "admin": False}]
+    assert get(base_url, "/api/users/10030").status_code == 404
+    body = get(base_url, "/api/v2/teams/light", limit=3).json()
+    assert (body["total"], body["offset"], len(body["teams"])) == (4, 0, 3)
+    team = body["teams"][0]
+    assert (team["name"], team["default"], team["immutable"]) == ("Secure Operations", True, True)
+    assert team["userCount"] == 9 and team["products"] == ["SDS"] and team["customerId"] == 5000001
+
+
+# -- mutations and organisation variants ----------------------------------------------------------
+def test_removed_users_disappear_everywhere_and_paging_stays_correct(start: Any) -> None:
+    base = start()
+    for user_id in (10001, 10005, 10006, 10009, 10029):
+        assert requests.post(f"{base}/_emulator/users/{user_id}/remove", timeout=5).ok
+    assert requests.post(f"{base}/_emulator/users/99999/remove", timeout=5).status_code == 404
+    expected = [10000 + i for i in range(30) if i not in (1, 5, 6, 9, 29)]
+    assert [u["id"] for u in offset_items(base, "/platform/v1/users", limit=2)] == expected
+    light = get(base, "/api/v2/users/light", offset=3, limit=4).json()
+    assert light["total"] == 25 and [u["id"] for u in light["users"]] == expected[3:7]
+    team1 = offset_items(base, "/platform/v1/teams/20001/users", limit=2, withAdminUsers="true")
+    assert [m["userId"] for m in team1] == [10000, 10013, 10017, 10021, 10025]
+    assert get(base, "/api/users/10005").status_code == 404
+
+
+def test_duplicate_users_repeat_the_first_ids(start: Any) -> None:
+    base = start(org=OrgSpec(duplicate_users=3))
+    users = offset_items(base, "/platform/v1/users", limit=25)
+    assert [u["id"] for u in users] == list(range(10000, 10027)) + [10000, 10001, 10002]
+    assert users[27]["email"] == "user27@example.com"
+    team3 = offset_items(base, "/platform/v1/teams/20003/users", limit=25)
+    assert [m["userId"] for m in team3][-2:] == [10023, 10000]  # user 27 repeats id 10000
+    requests.post(f"{base}/_emulator/users/10001/remove", timeout=5).raise_for_status()
+    remaining = [u["id"] for u in offset_items(base, "/platform/v1/users", limit=25)]
+    assert 10001 not in remaining and len(remaining) == 28
+
+
+@pytest.mark.parametrize("mode, status", [("gone", 410), ("missing", 404)])
+def test_users_light_can_be_absent(start: Any, mode: str, status: int) -> None:
+    base = start(users_light=mode)
+    assert get(base, "/api/v2/users/light").status_code == status
+    assert get(base, "/platform/v1/users").status_code == 200
+
+
+def test_legacy_scanning_modes(start: Any) -> None:
+    assert get(start(legacy_scanning="gone"), "/api/scanning/v1/resultsDirect").status_code == 410
+    empty = get(start(legacy_scanning="empty"), "/api/scanning/v1/resultsDirect").json()
+    assert (empty["results"], empty["totalRows"], empty["options"]["canLoadMore"]) == ([], 0, False)
+
+
+def test_big_org_serves_pages_from_the_end(start: Any) -> None:
+    spec = OrgSpec(users=100_000, teams=2_000, scans=1_000_000)
+    base = start(org=spec)
+    users = get(base, "/platform/v1/users", offset=99_990, limit=200).json()
+    assert users["page"]["total"] == 100_000
+    assert [u["id"] for u in users["data"]] == list(range(109_990, 110_000))
+    cursor = encode_cursor("registry", 333_330)  # registry holds k = 2, 5, ... 999_998
+    scans = get(base, "/secure/vulnerability/v1/registry-results", cursor=cursor).json()
+    assert scans["page"] == {"total": 333_333}
+    assert [s["resultId"] for s in scans["data"]] == [result_id(k) for k in (999_992, 999_995, 999_998)]
+    members = get(base, "/platform/v1/teams/21999/users", withAdminUsers="true", offset=50).json()
+    assert members["page"]["total"] == 52
+    assert [m["userId"] for m in members["data"]] == [10000 + 97_999, 10000 + 99_999]
+    legacy = get(base, "/api/scanning/v1/resultsDirect", offset=999_999).json()
+    assert len(legacy["results"]) == 1 and legacy["options"]["canLoadMore"] is False
+
+
+def test_stats_count_by_route_pattern_and_reset(start: Any) -> None:
+    base = start()
+    get(base, "/platform/v1/users")
+    get(base, "/platform/v1/teams/20000/users")
+    get(base, "/platform/v1/teams/20001/users")
+    stats = requests.get(f"{base}/_emulator/stats", timeout=5).json()["requests"]
+    assert stats["GET /platform/v1/users"] == 1
+    assert stats["GET /platform/v1/teams/{team_id}/users"] == 2
+    requests.post(f"{base}/_emulator/stats/reset", timeout=5).raise_for_status()
+    assert requests.get(f"{base}/_emulator/stats", timeout=5).json()["requests"] == {
+        "GET /_emulator/stats": 1}
+
+
+# -- phase 2: faults ---------------------------------------------------------------------------
+def test_rate_limit_headers_and_429(start: Any) -> None:
+    base = start(rate_limit_per_minute=3)
+    before = time.time()
+    remaining = []
+    for path in ("/platform/v1/users", "/api/users/me", "/secure/vulnerability/v1/runtime-results"):
+        response = get(base, path)
+        assert response.status_code == 200
+        remaining.append(response.headers["X-RateLimit-Remaining"])
+        assert response.headers["X-RateLimit-Limit"] == "3"
+        assert before + 59 <= int(response.headers["X-RateLimit-Reset"]) <= time.time() + 61
+    assert remaining == ["2", "1", "0"]
+    throttled = get(base, "/platform/v1/teams")
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    assert throttled.json()["type"] == "too_many_requests"
+    assert throttled.json()["message"] == "Rate limit exceeded"
+    assert throttled.headers["X-RateLimit-Remaining"] == "0"
+    assert get(base, "/platform/v1/teams").headers["X-RateLimit-Remaining"] == "0"
+    other_token = requests.get(f"{base}/platform/v1/users", headers={"Authorization": "Bearer b"},
+                               timeout=5)
+    assert other_token.status_code == 401  # its own window, so not throttled
+
+
+def test_rate_limit_holds_under_concurrent_requests(start: Any) -> None:
+    base = start(rate_limit_per_minute=10)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = list(pool.map(lambda _: get(base, "/platform/v1/teams").status_code, range(20)))
+    assert sorted(statuses) == [200] * 10 + [429] * 10
+
+
+def test_error_rate_one_answers_503_but_control_routes_still_work(start: Any) -> None:
+    base = start()
+    set_faults(base, error_rate=1.0)
+    assert get(base, "/platform/v1/users").status_code == 503
+    assert get(base, "/api/users/me").status_code == 503
+    assert requests.get(f"{base}/_emulator/stats", timeout=5).ok
+    set_faults(base, error_rate=0.0)
+    assert get(base, "/platform/v1/users").status_code == 200
+
+
+def test_error_rate_is_reproducible(start: Any) -> None:
+    def statuses(base: str) -> list[int]:
+        return [get(base, "/platform/v1/teams").status_code for _ in range(20)]
+
+    first, second = statuses(start(error_rate=0.5)), statuses(start(error_rate=0.5))
+    assert first == second and {200, 503} == set(first)
+
+
+def test_truncated_body(start: Any) -> None:
+    base = start(truncate_rate=1.0)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        get(base, "/platform/v1/users")
+
+
+def test_dropped_connection(start: Any) -> None:
+    base = start(drop_rate=1.0)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        get(base, "/platform/v1/users")
+
+
+def test_slow_response_outlasts_a_client_timeout(start: Any) -> None:
+    base = start(slow_rate=1.0, slow_seconds=1.0)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(f"{base}/platform/v1/users", headers=AUTH, timeout=0.2)
+
+
+def test_latency_delays_every_response(start: Any) -> None:
+    base = start(latency=0.3, jitter=0.1)
+    began = time.monotonic()
+    assert get(base, "/platform/v1/users").ok
+    assert time.monotonic() - began >= 0.3
+
+
+def test_faults_endpoint_rejects_unknown_names_and_bad_values(start: Any) -> None:
+    base = start()
+    for body in ({"nonsense": 1}, {"error_rate": 2}, {"rate_limit_per_minute": 0}):
+        assert requests.post(f"{base}/_emulator/faults", json=body, timeout=5).status_code == 400
+    set_faults(base, rate_limit_per_minute=10)
+    assert requests.get(f"{base}/_emulator/faults", timeout=5).json()["rate_limit_per_minute"] == 10
+
+
+def test_constructor_rejects_bad_options() -> None:
+    with pytest.raises(ValueError):
+        SysdigEmulator(users_light="sometimes")
+    with pytest.raises(TypeError):
+        SysdigEmulator(no_such_fault=1)
+    with pytest.raises(ValueError):
+        OrgSpec(users=1, admins=2)
+
+
+# -- command line ------------------------------------------------------------------------------
+def test_cli_serves_the_requested_org() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--port", str(port), "--users", "5",
+         "--teams", "2", "--admins", "1", "--token", "cli-token", "--users-light", "gone"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in process.stdout.readline()
+        base, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer cli-token"}
+        users = requests.get(f"{base}/platform/v1/users", headers=auth, timeout=5).json()
+        assert users["page"]["total"] == 5
+        assert requests.get(f"{base}/api/v2/users/light", headers=auth, timeout=5).status_code == 410
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
