@@ -13,10 +13,16 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import jsonschema
+import pandas as pd
 import requests
-from conftest import SYSDIG_TOKEN, task_states
+from conftest import REPO, SYSDIG_TOKEN, task_states
 
+from sysdig_j1 import extract, pipeline
 from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1.hooks.jupiterone import JupiterOneHook
+from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.hooks.sysdig import SysdigHook
 
 ACCOUNT = "sysdig_account:5000001"
 ALL_TASKS = {
@@ -93,6 +99,11 @@ def test_run_publishes_the_whole_organisation(dag, start_sysdig, jupiterone, con
     assert (custom["role"], custom["customTeamRoleId"]) == ("CUSTOM:7", 7)
     assert relationships[f"{ACCOUNT}|has|sysdig_user:10029"]["_fromEntityKey"] == ACCOUNT
 
+    # Every published object matches the JSON Schema generated for its type.
+    schemas = {p.stem: json.loads(p.read_text()) for p in (REPO / "include" / "schemas").glob("*.json")}
+    for obj in graph["entities"] + graph["relationships"]:
+        jsonschema.validate(obj, schemas[obj["_type"]])
+
     # Secrets reach neither JupiterOne nor the run's raw files (the account record carries three).
     published = json.dumps(graph)
     raw = b"".join(gzip.decompress(p.read_bytes()) for p in Path(tmp_path, "storage").rglob("*.jsonl.gz"))
@@ -149,3 +160,60 @@ def test_duplicate_user_ids_fail_quality_and_publish_nothing(dag, start_sysdig, 
     unique = failed["entities ExpectColumnValuesToBeUnique(_key)"]
     assert unique["unexpected_count"] == 4  # two ids, each seen twice
     assert "sysdig_user:10000" in unique["examples"]
+
+
+def test_missing_user_enrichment_does_not_break_the_run(dag, start_sysdig, jupiterone, connect):
+    connect(start_sysdig(OrgSpec(), users_light="gone"), jupiterone)
+
+    assert set(task_states(dag.test()).values()) == {"success"}
+
+    users = [e for e in jupiterone.graph()["entities"] if e["_type"] == "sysdig_user"]
+    assert len(users) == 30
+    assert not any({"systemRole", "products", "lastSeenOnSecure"} & set(u) for u in users)
+    assert sum(u["active"] for u in users) == sum(u["enabled"] and u["status"] == "confirmed" for u in users) > 0
+
+
+def test_legacy_scanning_source(dag, start_sysdig, jupiterone, connect):
+    connect(start_sysdig(OrgSpec()), jupiterone, image_scan_source="legacy-scanning")
+
+    assert task_states(dag.test())["load"] == "success"
+
+    scans = {e["_key"]: e for e in jupiterone.graph()["entities"] if e["_type"] == "sysdig_image_scan"}
+    assert len(scans) == 45
+    first = scans["sysdig_image_scan:" + hashlib.sha256(b"7:image:0").hexdigest()]
+    assert (first["stage"], first["policyStatus"], first["fullTag"]) == (
+        "legacy", "PASS", "docker.io/acme/service-0:1.0.0")
+    assert first["createdOn"] % 1000 == 0 and first["createdOn"] > 1_600_000_000_000  # epoch s -> ms
+
+
+def test_rerunning_any_task_of_a_run_gives_the_same_result(dag, start_sysdig, jupiterone, connect, tmp_path):
+    connect(start_sysdig(OrgSpec()), jupiterone)
+    run = dag.test()
+    storage = RunStorage(f"file://{tmp_path}/storage", "sysdig_jupiterone", run.run_id)
+
+    def outputs() -> dict[str, object]:
+        files = {}
+        for path in Path(str(storage.root).removeprefix("file://")).rglob("*"):
+            if path.suffix == ".gz":
+                files[str(path)] = gzip.decompress(path.read_bytes())
+            elif path.suffix == ".parquet":
+                files[str(path)] = pd.read_parquet(path).to_json()
+            elif path.name != "load.json":  # names the job, new on every load
+                files[str(path)] = path.read_bytes() if path.is_file() else None
+        return files
+
+    before, graph_before = outputs(), jupiterone.graph()
+    assert len(before) > 10
+
+    sysdig, j1 = SysdigHook(), JupiterOneHook()
+    config = pipeline.validate_config(sysdig, j1)
+    for extract_resource in (extract.extract_account, extract.extract_users, extract.extract_teams,
+                             extract.extract_team_memberships, extract.extract_image_scans):
+        extract_resource(sysdig, storage)
+    graph = pipeline.transform(storage, config)
+    pipeline.check_quality(storage, graph)
+    pipeline.load(j1, storage, graph)
+
+    assert outputs() == before
+    assert jupiterone.graph() == graph_before
+    assert jupiterone.jobs()[-1]["numEntitiesCreated"] == jupiterone.jobs()[-1]["numEntitiesDeleted"] == 0

@@ -74,6 +74,10 @@ class RelationshipType:
     properties: tuple[Property, ...] = field(default_factory=tuple)
 
     @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.properties if p.required)
+
+    @property
     def type(self) -> str:
         """JupiterOne's rule: drop the leading parts of the target type shared with the source."""
         source_parts, target_parts = self.source.type.split("_"), self.target.type.split("_")

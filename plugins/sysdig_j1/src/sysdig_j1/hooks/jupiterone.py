@@ -29,10 +29,16 @@ class JupiterOneHook(BaseHook):
     conn_type = "jupiterone"
     hook_name = "JupiterOne"
 
-    def __init__(self, jupiterone_conn_id: str = default_conn_name, timeout: tuple[float, float] = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        jupiterone_conn_id: str = default_conn_name,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        backoff: float = 0.5,
+    ):
         super().__init__()
         self.jupiterone_conn_id = jupiterone_conn_id
         self.timeout = timeout
+        self.backoff = backoff  # seconds; retries wait backoff * 2**n plus jitter
 
     @cached_property
     def connection(self):
@@ -57,6 +63,7 @@ class JupiterOneHook(BaseHook):
         return make_session(
             {"Authorization": f"Bearer {key}", "JupiterOne-Account": account, "Content-Type": "application/json"},
             methods=frozenset({"GET", "POST"}),
+            backoff=self.backoff,
         )
 
     def job_target(self, scope: str) -> dict[str, str]:

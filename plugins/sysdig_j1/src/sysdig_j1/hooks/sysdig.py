@@ -28,10 +28,16 @@ class SysdigHook(BaseHook):
     conn_type = "sysdig"
     hook_name = "Sysdig Secure"
 
-    def __init__(self, sysdig_conn_id: str = default_conn_name, timeout: tuple[float, float] = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        sysdig_conn_id: str = default_conn_name,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        backoff: float = 0.5,
+    ):
         super().__init__()
         self.sysdig_conn_id = sysdig_conn_id
         self.timeout = timeout
+        self.backoff = backoff  # seconds; retries wait backoff * 2**n plus jitter
 
     # -- configuration ----------------------------------------------------------------------
     @cached_property
@@ -66,6 +72,7 @@ class SysdigHook(BaseHook):
         return make_session(
             {"Authorization": f"Bearer {token}", "Accept": "application/json"},
             methods=frozenset({"GET"}),
+            backoff=self.backoff,
         )
 
     def describe(self) -> str:

@@ -1,0 +1,121 @@
+"""Publishing to the JupiterOne emulator over HTTP: batching, abort on failure, idempotent re-runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import pandas as pd
+import pytest
+from conftest import J1_ACCOUNT, J1_KEY
+
+from sysdig_j1.hooks.http import ApiError
+from sysdig_j1.hooks.jupiterone import JupiterOneHook
+from sysdig_j1.load import batches, graph_objects, publish
+
+SCOPE = "sysdig-j1:test"
+
+
+@pytest.fixture
+def hook(jupiterone, monkeypatch):
+    conn = {"conn_type": "jupiterone", "host": jupiterone.url, "login": J1_ACCOUNT, "password": J1_KEY}
+    monkeypatch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", json.dumps(conn))
+    return JupiterOneHook(backoff=0.01)
+
+
+def frames(users: int = 40) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A small graph in the shape the transform writes (nullable dtypes, list column, raw JSON)."""
+    account = "sysdig_account:1"
+    user_keys = [f"sysdig_user:{i}" for i in range(users)]
+    entities = pd.DataFrame(
+        {
+            "_key": [account, *user_keys],
+            "_type": ["sysdig_account"] + ["sysdig_user"] * users,
+            "_class": ["Account"] + ["User"] * users,
+            "name": ["acme"] + [f"user{i}@example.com" for i in range(users)],
+            "displayName": ["acme"] + [f"User {i}" for i in range(users)],
+            "version": pd.array([None] + [i % 3 or None for i in range(users)], dtype="Int64"),
+            "products": [None] + [["SDS"] if i % 2 else ["SDC", "SDS"] for i in range(users)],
+            "_rawData": [json.dumps({"id": 1})] + [json.dumps({"id": i, "pad": "x" * 50}) for i in range(users)],
+        }
+    )
+    relationships = pd.DataFrame(
+        {
+            "_key": [f"{account}|has|{k}" for k in user_keys],
+            "_type": "sysdig_account_has_user",
+            "_class": "HAS",
+            "_fromEntityKey": account,
+            "_toEntityKey": user_keys,
+            "displayName": "HAS",
+        }
+    )
+    return entities, relationships
+
+
+def parquet_round_trip(frame: pd.DataFrame) -> pd.DataFrame:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return pd.read_parquet(buffer)
+
+
+def test_graph_objects_are_plain_json_without_nulls():
+    entities, _ = frames(3)
+    objects = {o["_key"]: o for o in graph_objects(parquet_round_trip(entities))}
+
+    assert "version" not in objects["sysdig_user:0"] and "products" not in objects["sysdig_account:1"]
+    assert objects["sysdig_user:1"]["version"] == 1 and type(objects["sysdig_user:1"]["version"]) is int
+    assert objects["sysdig_user:0"]["products"] == ["SDC", "SDS"]
+    assert objects["sysdig_user:2"]["_rawData"] == [{"name": "default", "rawData": {"id": 2, "pad": "x" * 50}}]
+    json.dumps(list(objects.values()))  # serialisable as they are
+
+
+def test_batches_never_exceed_the_bound_and_keep_every_object():
+    rng = random.Random(3)
+    objects = [{"_key": f"k{i:08d}", "blob": "y" * rng.randint(0, 700)} for i in range(300)]
+
+    bodies = list(batches("entities", objects, max_bytes=2_000))
+
+    assert len(bodies) > 1 and max(len(b) for b in bodies) <= 2_000
+    assert [o for b in bodies for o in json.loads(b)["entities"]] == objects
+    with pytest.raises(ValueError, match="k-huge: a single object"):
+        list(batches("entities", [{"_key": "k-huge", "blob": "z" * 3_000}], max_bytes=2_000))
+
+
+def test_publish_in_small_batches(hook, jupiterone):
+    entities, relationships = frames()
+
+    result = publish(hook, entities, relationships, SCOPE, max_batch_bytes=1_500, poll_seconds=0.01)
+
+    assert result["status"] == "FINISHED" and result["batches"]["entities"] > 3
+    uploads = [r for r in jupiterone.jobs()[-1]["requests"] if r["action"] in ("entities", "relationships")]
+    assert len(uploads) == sum(result["batches"].values())
+    assert len({u["correlationId"] for u in uploads}) == len(uploads)
+    assert jupiterone.summary(SCOPE) == {"entities": {"sysdig_account": 1, "sysdig_user": 40},
+                                         "relationships": {"sysdig_account_has_user": 40}}
+
+
+def test_publishing_the_same_frames_twice_leaves_the_same_graph(hook, jupiterone):
+    entities, relationships = frames()
+    publish(hook, entities, relationships, SCOPE, poll_seconds=0.01)
+    first = jupiterone.graph(SCOPE)
+
+    second = publish(hook, entities, relationships, SCOPE, poll_seconds=0.01)
+
+    assert jupiterone.graph(SCOPE) == first
+    counts = second["counts"]
+    assert (counts["numEntitiesCreated"], counts["numEntitiesUpdated"], counts["numEntitiesDeleted"]) == (0, 0, 0)
+
+
+def test_failure_after_create_aborts_the_job_and_changes_nothing(hook, jupiterone):
+    entities, relationships = frames()
+    publish(hook, entities, relationships, SCOPE, poll_seconds=0.01)
+    before = jupiterone.graph(SCOPE)
+    jupiterone.configure_faults(fail_uploads_after=2)  # every upload after the second answers 503
+
+    with pytest.raises(ApiError, match="HTTP 503"):
+        publish(hook, entities.iloc[:10], relationships.iloc[:9], SCOPE, max_batch_bytes=600, poll_seconds=0.01)
+
+    job = jupiterone.jobs()[-1]
+    assert job["status"] == "ABORTED" and "503" in job["abortReason"]
+    assert jupiterone.graph(SCOPE) == before
