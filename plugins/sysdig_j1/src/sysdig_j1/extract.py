@@ -23,12 +23,8 @@ VM_STAGES = ("runtime", "pipeline", "registry")
 GONE = (404, 410)  # how a retired legacy endpoint answers
 
 
-def raw_folder(storage: RunStorage, resource: str):
-    return storage.path("raw", resource)
-
-
 def write_pages(storage: RunStorage, resource: str, pages: Iterable[list[dict[str, Any]]], partition: str = "") -> dict:
-    folder = raw_folder(storage, resource)
+    folder = storage.raw(resource)
     if partition:
         folder = folder / partition
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +39,7 @@ def write_pages(storage: RunStorage, resource: str, pages: Iterable[list[dict[st
 def _manifest(storage: RunStorage, resource: str, counts: dict[str, dict]) -> dict:
     manifest = {
         "resource": resource,
-        "path": str(raw_folder(storage, resource)),
+        "path": str(storage.raw(resource)),
         "records": {name: c["records"] for name, c in counts.items()},
     }
     log.info("extracted %s: %s", resource, manifest["records"])
@@ -51,14 +47,14 @@ def _manifest(storage: RunStorage, resource: str, counts: dict[str, dict]) -> di
 
 
 def extract_account(hook: SysdigHook, storage: RunStorage) -> dict:
-    storage.reset(raw_folder(storage, "account"))
+    storage.reset(storage.raw("account"))
     counts = write_pages(storage, "account", [[hook.current_user()]])
     return _manifest(storage, "account", {"account": counts})
 
 
 def extract_users(hook: SysdigHook, storage: RunStorage) -> dict:
     for resource in ("users", "users_light"):
-        storage.reset(raw_folder(storage, resource))
+        storage.reset(storage.raw(resource))
     counts = {"users": write_pages(storage, "users", hook.iter_offset_pages("/platform/v1/users"))}
     # The light list adds lastSeenOnSecure, systemRole and products; it is legacy, so its absence
     # only costs those properties, not the run.
@@ -68,21 +64,21 @@ def extract_users(hook: SysdigHook, storage: RunStorage) -> dict:
     except ApiError as exc:
         if exc.status not in GONE:
             raise
-        storage.reset(raw_folder(storage, "users_light"))
+        storage.reset(storage.raw("users_light"))
         log.warning("user enrichment skipped, %s", exc)
     return _manifest(storage, "users", counts)
 
 
 def extract_teams(hook: SysdigHook, storage: RunStorage) -> dict:
-    storage.reset(raw_folder(storage, "teams"))
+    storage.reset(storage.raw("teams"))
     counts = write_pages(storage, "teams", hook.iter_offset_pages("/platform/v1/teams"))
     return _manifest(storage, "teams", {"teams": counts})
 
 
 def extract_team_memberships(hook: SysdigHook, storage: RunStorage) -> dict:
     """One paged call per team listed by `extract_teams` in this run (admins included)."""
-    team_ids = [json.loads(line)["id"] for _, line in storage.iter_jsonl_gz(raw_folder(storage, "teams"))]
-    storage.reset(raw_folder(storage, "team_memberships"))
+    team_ids = [json.loads(line)["id"] for _, line in storage.iter_jsonl_gz(storage.raw("teams"))]
+    storage.reset(storage.raw("team_memberships"))
     records = 0
     for team_id in team_ids:
         pages = hook.iter_offset_pages(f"/platform/v1/teams/{team_id}/users", params={"withAdminUsers": "true"})
@@ -92,7 +88,7 @@ def extract_team_memberships(hook: SysdigHook, storage: RunStorage) -> dict:
 
 
 def extract_image_scans(hook: SysdigHook, storage: RunStorage) -> dict:
-    storage.reset(raw_folder(storage, "image_scans"))
+    storage.reset(storage.raw("image_scans"))
     if hook.image_scan_source == "legacy-scanning":
         return _manifest(storage, "image_scans", {"legacy": _legacy_scans(hook, storage)})
     counts = {

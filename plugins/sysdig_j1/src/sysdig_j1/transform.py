@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from sysdig_j1.extract import raw_folder
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
 
@@ -45,7 +44,7 @@ def read_raw(storage: RunStorage, resource: str) -> pd.DataFrame:
     """All raw records of a resource, flattened (nested keys joined by "."), with two extra
     columns: `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the stored line)."""
     partitions, lines = [], []
-    for partition, line in storage.iter_jsonl_gz(raw_folder(storage, resource)):
+    for partition, line in storage.iter_jsonl_gz(storage.raw(resource)):
         partitions.append(partition)
         lines.append(line)
     frame = pd.json_normalize([json.loads(line) for line in lines]) if lines else pd.DataFrame()

@@ -8,8 +8,11 @@ resource does not get better by asking again.
 from __future__ import annotations
 
 import json
+from functools import cached_property
+from typing import Any
 
 import requests
+from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -70,3 +73,43 @@ def error_message(response: requests.Response) -> str:
             if body.get(key):
                 return str(body[key])
     return str(body)[:500]
+
+
+class ApiHook(BaseHook):
+    """Base of the two API hooks: the connection, and one request path that turns every failure
+    (network error or non-2xx answer) into an ApiError naming the endpoint."""
+
+    service = ""  # "Sysdig" / "JupiterOne", for messages
+
+    def __init__(self, conn_id: str, timeout: tuple[float, float], backoff: float) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.timeout = timeout
+        self.backoff = backoff  # seconds; retries wait backoff * 2**n plus jitter
+
+    @cached_property
+    def connection(self):
+        return self.get_connection(self.conn_id)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.connection.extra_dejson
+
+    base_url: str
+    session: requests.Session
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise ApiError(self.service, method, path, None, f"{type(exc).__name__}: {exc}") from exc
+        if not response.ok:
+            raise ApiError(self.service, method, path, response.status_code, error_message(response))
+        return response
+
+    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:  # e.g. a body cut off mid-way
+            raise ApiError(self.service, method, path, response.status_code, f"invalid JSON body: {exc}") from exc

@@ -41,6 +41,10 @@ class RunStorage:
     def path(self, *parts: str) -> ObjectStoragePath:
         return self.root.joinpath(*parts)
 
+    def raw(self, resource: str) -> ObjectStoragePath:
+        """Folder of an extract task's raw pages."""
+        return self.path("raw", resource)
+
     def reset(self, folder: ObjectStoragePath) -> ObjectStoragePath:
         """Empty a task's output folder so a re-run replaces, never appends to, what it wrote."""
         if folder.exists():

@@ -12,9 +12,7 @@ from functools import cached_property
 from typing import Any
 
 import requests
-from airflow.sdk import BaseHook
-
-from sysdig_j1.hooks.http import DEFAULT_TIMEOUT, ApiError, error_message, make_session
+from sysdig_j1.hooks.http import DEFAULT_TIMEOUT, ApiHook, make_session
 from sysdig_j1.regions import SYSDIG_REGIONS, base_url
 
 MAX_PAGE = 200  # /platform/v1 offset endpoints accept limit 1..200
@@ -22,11 +20,12 @@ MAX_CURSOR_PAGE = 1000  # /secure/vulnerability/v1 endpoints accept limit 1..100
 LEGACY_PAGE = 1000
 
 
-class SysdigHook(BaseHook):
+class SysdigHook(ApiHook):
     conn_name_attr = "sysdig_conn_id"
     default_conn_name = "sysdig_default"
     conn_type = "sysdig"
     hook_name = "Sysdig Secure"
+    service = "Sysdig"
 
     def __init__(
         self,
@@ -34,20 +33,9 @@ class SysdigHook(BaseHook):
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         backoff: float = 0.5,
     ):
-        super().__init__()
-        self.sysdig_conn_id = sysdig_conn_id
-        self.timeout = timeout
-        self.backoff = backoff  # seconds; retries wait backoff * 2**n plus jitter
+        super().__init__(sysdig_conn_id, timeout, backoff)
 
     # -- configuration ----------------------------------------------------------------------
-    @cached_property
-    def connection(self):
-        return self.get_connection(self.sysdig_conn_id)
-
-    @property
-    def extra(self) -> dict[str, Any]:
-        return self.connection.extra_dejson
-
     @property
     def region(self) -> str:
         return self.extra.get("region") or "us1"
@@ -68,7 +56,7 @@ class SysdigHook(BaseHook):
     def session(self) -> requests.Session:
         token = self.connection.password
         if not token:
-            raise ValueError(f"connection {self.sysdig_conn_id!r} has no API token (password field)")
+            raise ValueError(f"connection {self.conn_id!r} has no API token (password field)")
         return make_session(
             {"Authorization": f"Bearer {token}", "Accept": "application/json"},
             methods=frozenset({"GET"}),
@@ -76,25 +64,11 @@ class SysdigHook(BaseHook):
         )
 
     def describe(self) -> str:
-        return f"connection {self.sysdig_conn_id!r} (region {self.region}, {self.base_url})"
+        return f"connection {self.conn_id!r} (region {self.region}, {self.base_url})"
 
     # -- requests ---------------------------------------------------------------------------
-    def get(self, path: str, params: dict[str, Any] | None = None) -> requests.Response:
-        url = f"{self.base_url}{path}"
-        try:
-            response = self.session.get(url, params=params, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise ApiError("Sysdig", "GET", path, None, f"{type(exc).__name__}: {exc}") from exc
-        if not response.ok:
-            raise ApiError("Sysdig", "GET", path, response.status_code, error_message(response))
-        return response
-
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self.get(path, params)
-        try:
-            return response.json()
-        except ValueError as exc:  # e.g. a body cut off mid-way
-            raise ApiError("Sysdig", "GET", path, response.status_code, f"invalid JSON body: {exc}") from exc
+        return self.request_json("GET", path, params=params)
 
     def current_user(self) -> dict[str, Any]:
         """`GET /api/users/me`: the cheapest authenticated call; its answer carries the customer."""
