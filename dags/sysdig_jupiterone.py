@@ -41,23 +41,23 @@ def sysdig_jupiterone():
 
     @task
     def extract_account(config: dict) -> dict:
-        return extract.extract_account(SysdigHook(), RunStorage.for_current_run())
+        return extract.extract_account(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
     def extract_users(config: dict) -> dict:
-        return extract.extract_users(SysdigHook(), RunStorage.for_current_run())
+        return extract.extract_users(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
     def extract_teams(config: dict) -> dict:
-        return extract.extract_teams(SysdigHook(), RunStorage.for_current_run())
+        return extract.extract_teams(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
-    def extract_team_memberships(teams: dict) -> dict:
-        return extract.extract_team_memberships(SysdigHook(), RunStorage.for_current_run())
+    def extract_team_memberships(config: dict, teams: dict) -> dict:
+        return extract.extract_team_memberships(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
     def extract_image_scans(config: dict) -> dict:
-        return extract.extract_image_scans(SysdigHook(), RunStorage.for_current_run())
+        return extract.extract_image_scans(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
     def transform(config: dict, extracted: list[dict]) -> dict:
@@ -77,7 +77,7 @@ def sysdig_jupiterone():
         extract_account(config),
         extract_users(config),
         teams,
-        extract_team_memberships(teams),
+        extract_team_memberships(config, teams),
         extract_image_scans(config),
     ]
     graph = transform(config, extracted)

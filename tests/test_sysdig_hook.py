@@ -10,7 +10,7 @@ from conftest import SYSDIG_TOKEN
 
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.http import ApiError
-from sysdig_j1.hooks.sysdig import SysdigHook
+from sysdig_j1.hooks.sysdig import Listing, SysdigHook
 from sysdig_j1.regions import SYSDIG_REGIONS
 
 
@@ -35,20 +35,22 @@ def requests_made(emulator) -> dict[str, int]:
 def test_offset_paging_reads_to_the_end(sysdig_hook, users, pages):
     hook, emulator = sysdig_hook(OrgSpec(users=users, admins=0, teams=1, scans=0))
 
-    fetched = list(hook.iter_offset_pages("/platform/v1/users"))
+    fetched = sorted(hook.iter_pages([Listing("/platform/v1/users", "users")]), key=lambda p: p.number)
 
-    assert [u["id"] for page in fetched for u in page] == [10000 + i for i in range(users)]
-    assert len(fetched) == pages == requests_made(emulator)["GET /platform/v1/users"]
+    assert [u["id"] for page in fetched for u in page.records] == [10000 + i for i in range(users)]
+    assert [p.number for p in fetched] == list(range(pages))
+    assert requests_made(emulator)["GET /platform/v1/users"] == pages
 
 
 @pytest.mark.parametrize(("per_stage", "pages"), [(0, 1), (1000, 1), (1001, 2)])
 def test_cursor_paging_stops_when_next_is_missing(sysdig_hook, per_stage, pages):
     hook, emulator = sysdig_hook(OrgSpec(users=1, admins=1, teams=1, scans=3 * per_stage))
 
-    fetched = list(hook.iter_cursor_pages("/secure/vulnerability/v1/pipeline-results"))
+    listing = Listing("/secure/vulnerability/v1/pipeline-results", "scans", paging="cursor", limit=1000)
+    fetched = list(hook.iter_pages([listing]))
 
-    assert sum(len(page) for page in fetched) == per_stage
-    assert len({r["resultId"] for page in fetched for r in page}) == per_stage
+    assert sum(len(page.records) for page in fetched) == per_stage
+    assert len({r["resultId"] for page in fetched for r in page.records}) == per_stage
     assert requests_made(emulator)["GET /secure/vulnerability/v1/pipeline-results"] == pages
 
 
@@ -84,7 +86,7 @@ def test_unknown_team_is_not_retried(sysdig_hook):
     hook, emulator = sysdig_hook()
 
     with pytest.raises(ApiError, match="/platform/v1/teams/999/users failed: HTTP 404"):
-        list(hook.iter_offset_pages("/platform/v1/teams/999/users"))
+        list(hook.iter_pages([Listing("/platform/v1/teams/999/users", "members")]))
 
     assert requests_made(emulator)["GET /platform/v1/teams/{team_id}/users"] == 1
 
@@ -92,9 +94,9 @@ def test_unknown_team_is_not_retried(sysdig_hook):
 def test_server_errors_are_retried_until_the_answer_comes(sysdig_hook):
     hook, emulator = sysdig_hook(error_rate=0.5)
 
-    teams = [t["id"] for page in hook.iter_offset_pages("/platform/v1/teams") for t in page]
+    teams = [t["id"] for page in hook.iter_pages([Listing("/platform/v1/teams", "teams")]) for t in page.records]
 
-    assert teams == [20000, 20001, 20002, 20003]
+    assert sorted(teams) == [20000, 20001, 20002, 20003]
     assert requests_made(emulator)["GET /platform/v1/teams"] > 1  # some answers were 503
 
 

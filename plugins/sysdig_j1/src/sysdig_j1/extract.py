@@ -1,113 +1,102 @@
 """Extract: one function per Sysdig resource, each streaming API pages into the run's raw folder.
 
-Pages are written as they arrive (one gzip JSON-lines file per page), so memory is bounded by a
-page, not by the organisation. Records are scrubbed of secrets before they touch storage. Each
-function empties its folder first, so re-running a task replaces its output.
+Pages are written as they arrive (one gzip JSON-lines file per page, named by its position in its
+listing so a re-run writes the same files), so memory is bounded by the pages in flight, not by
+the organisation. Records are scrubbed of secrets before they touch storage. Each function empties
+its folders first, so re-running a task replaces its output.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.storage import RunStorage
-from sysdig_j1.hooks.sysdig import SysdigHook
+from sysdig_j1.hooks.sysdig import LEGACY_PAGE, MAX_CURSOR_PAGE, Listing, Page, SysdigHook
 from sysdig_j1.scrub import scrub
 
 log = logging.getLogger(__name__)
 
 VM_STAGES = ("runtime", "pipeline", "registry")
-GONE = (404, 410)  # how a retired legacy endpoint answers
 
 
-def write_pages(storage: RunStorage, resource: str, pages: Iterable[list[dict[str, Any]]], partition: str = "") -> dict:
-    folder = storage.raw(resource)
-    if partition:
-        folder = folder / partition
-    folder.mkdir(parents=True, exist_ok=True)
-    files = records = 0
+def save_pages(storage: RunStorage, pages: Iterable[Page]) -> Counter[str]:
+    """Write every page under raw/<listing name>/; returns the record count per listing name."""
+    counts: Counter[str] = Counter()
+    made: set[str] = set()
     for page in pages:
-        if page:
-            records += storage.write_jsonl_gz(folder / f"part-{files:05d}.jsonl.gz", (scrub(r) for r in page))
-            files += 1
-    return {"files": files, "records": records}
+        counts[page.listing.name] += len(page.records)
+        if not page.records:
+            continue
+        folder = storage.path("raw", *page.listing.name.split("/"))
+        if page.listing.name not in made:
+            folder.mkdir(parents=True, exist_ok=True)
+            made.add(page.listing.name)
+        storage.write_jsonl_gz(folder / f"part-{page.number:05d}.jsonl.gz", (scrub(r) for r in page.records))
+    return counts
 
 
-def _manifest(storage: RunStorage, resource: str, counts: dict[str, dict]) -> dict:
-    manifest = {
-        "resource": resource,
-        "path": str(storage.raw(resource)),
-        "records": {name: c["records"] for name, c in counts.items()},
-    }
-    log.info("extracted %s: %s", resource, manifest["records"])
-    return manifest
+def write_pages(storage: RunStorage, name: str, pages: Iterable[list[dict[str, Any]]]) -> int:
+    """Write already fetched pages (lists of records) under raw/<name>/; returns the record count."""
+    listing = Listing(path="", name=name)
+    return save_pages(storage, (Page(listing, n, records) for n, records in enumerate(pages)))[name]
+
+
+def _manifest(storage: RunStorage, resource: str, records: dict[str, int]) -> dict:
+    log.info("extracted %s: %s", resource, records)
+    return {"resource": resource, "path": str(storage.raw(resource)), "records": dict(records)}
 
 
 def extract_account(hook: SysdigHook, storage: RunStorage) -> dict:
     storage.reset(storage.raw("account"))
-    counts = write_pages(storage, "account", [[hook.current_user()]])
-    return _manifest(storage, "account", {"account": counts})
+    return _manifest(storage, "account", {"account": write_pages(storage, "account", [[hook.current_user()]])})
 
 
 def extract_users(hook: SysdigHook, storage: RunStorage) -> dict:
     for resource in ("users", "users_light"):
         storage.reset(storage.raw(resource))
-    counts = {"users": write_pages(storage, "users", hook.iter_offset_pages("/platform/v1/users"))}
-    # The light list adds lastSeenOnSecure, systemRole and products; it is legacy, so its absence
-    # only costs those properties, not the run.
-    try:
-        light = hook.iter_offset_pages("/api/v2/users/light", items="users", limit=1000)
-        counts["users_light"] = write_pages(storage, "users_light", light)
-    except ApiError as exc:
-        if exc.status not in GONE:
-            raise
-        storage.reset(storage.raw("users_light"))
-        log.warning("user enrichment skipped, %s", exc)
-    return _manifest(storage, "users", counts)
+    # The light list adds lastSeenOnSecure, systemRole and products. It is legacy, so if it is
+    # gone the users still publish, only without those properties.
+    listings = [
+        Listing("/platform/v1/users", "users"),
+        Listing("/api/v2/users/light", "users_light", items="users", limit=1000, optional=True),
+    ]
+    return _manifest(storage, "users", save_pages(storage, hook.iter_pages(listings)))
 
 
 def extract_teams(hook: SysdigHook, storage: RunStorage) -> dict:
     storage.reset(storage.raw("teams"))
-    counts = write_pages(storage, "teams", hook.iter_offset_pages("/platform/v1/teams"))
-    return _manifest(storage, "teams", {"teams": counts})
+    return _manifest(storage, "teams", save_pages(storage, hook.iter_pages([Listing("/platform/v1/teams", "teams")])))
 
 
 def extract_team_memberships(hook: SysdigHook, storage: RunStorage) -> dict:
-    """One paged call per team listed by `extract_teams` in this run (admins included)."""
+    """One paged listing per team that `extract_teams` stored for this run, admins included."""
     team_ids = [json.loads(line)["id"] for _, line in storage.iter_jsonl_gz(storage.raw("teams"))]
     storage.reset(storage.raw("team_memberships"))
-    records = 0
-    for team_id in team_ids:
-        pages = hook.iter_offset_pages(f"/platform/v1/teams/{team_id}/users", params={"withAdminUsers": "true"})
-        records += write_pages(storage, "team_memberships", pages, partition=str(team_id))["records"]
-    counts = {"team_memberships": {"records": records}, "teams": {"records": len(team_ids)}}
-    return _manifest(storage, "team_memberships", counts)
+    listings = [
+        Listing(f"/platform/v1/teams/{team_id}/users", f"team_memberships/{team_id}", params={"withAdminUsers": "true"})
+        for team_id in team_ids
+    ]
+    counts = save_pages(storage, hook.iter_pages(listings))
+    return _manifest(storage, "team_memberships", {"teams": len(team_ids), "team_memberships": sum(counts.values())})
 
 
 def extract_image_scans(hook: SysdigHook, storage: RunStorage) -> dict:
     storage.reset(storage.raw("image_scans"))
     if hook.image_scan_source == "legacy-scanning":
-        return _manifest(storage, "image_scans", {"legacy": _legacy_scans(hook, storage)})
-    counts = {
-        stage: write_pages(
-            storage, "image_scans", hook.iter_cursor_pages(f"/secure/vulnerability/v1/{stage}-results"), partition=stage
-        )
-        for stage in VM_STAGES
-    }
+        # Legacy scanning reached end of life on 2024-12-31: a gone or empty answer is a warning.
+        listings = [Listing("/api/scanning/v1/resultsDirect", "image_scans/legacy", paging="legacy",
+                            items="results", limit=LEGACY_PAGE, optional=True)]
+    else:
+        listings = [
+            Listing(f"/secure/vulnerability/v1/{stage}-results", f"image_scans/{stage}", paging="cursor",
+                    limit=MAX_CURSOR_PAGE)
+            for stage in VM_STAGES
+        ]
+    counts = save_pages(storage, hook.iter_pages(listings))
+    if not sum(counts.values()):
+        log.warning("no image scans extracted from %s", ", ".join(listing.path for listing in listings))
     return _manifest(storage, "image_scans", counts)
-
-
-def _legacy_scans(hook: SysdigHook, storage: RunStorage) -> dict:
-    try:
-        counts = write_pages(storage, "image_scans", hook.iter_legacy_scan_pages(), partition="legacy")
-    except ApiError as exc:
-        if exc.status not in GONE:
-            raise
-        log.warning("legacy scanning source is gone, no image scans extracted: %s", exc)
-        return {"records": 0}
-    if not counts["records"]:
-        log.warning("legacy scanning source returned no image scans")
-    return counts

@@ -57,6 +57,9 @@ class Emulator:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.request_counts: Counter[str] = Counter()  # "GET /platform/v1/users" -> n
+        self.status_counts: Counter[int] = Counter()  # 200 -> n, 429 -> n, ...
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most requests handled at the same moment, to check client bounds
         self._server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
 
@@ -74,10 +77,25 @@ class Emulator:
                 request.params = match.groupdict()
                 with self._lock:
                     self.request_counts[f"{method} {pattern.pattern[1:-1]}"] += 1
-                return handler(request)
+                    self.in_flight += 1
+                    self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    response = handler(request)
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
+                with self._lock:
+                    self.status_counts[response.status] += 1
+                return response
         if allowed:
             return Response(405, {"message": f"method {request.method} not allowed"})
         return Response(404, {"message": f"no route for {request.path}"})
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.request_counts.clear()
+            self.status_counts.clear()
+            self.peak_in_flight = self.in_flight
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -43,7 +43,8 @@ class Faults:
 
     latency: float = 0.0  # seconds added to every response
     jitter: float = 0.0  # plus a uniform 0..jitter seconds
-    rate_limit_per_minute: int | None = None  # per token, fixed 60 s windows; None = unlimited
+    rate_limit_per_minute: int | None = None  # per token and window; None = unlimited
+    rate_limit_window: float = 60.0  # seconds; tests shorten it so a window passes quickly
     error_rate: float = 0.0  # fraction answered 503
     drop_rate: float = 0.0  # fraction whose connection is closed without an answer
     slow_rate: float = 0.0  # fraction delayed by slow_seconds (longer than a client timeout)
@@ -54,7 +55,7 @@ class Faults:
         for name in ("error_rate", "drop_rate", "slow_rate", "truncate_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        for name in ("latency", "jitter", "slow_seconds"):
+        for name in ("latency", "jitter", "slow_seconds", "rate_limit_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.rate_limit_per_minute is not None and self.rate_limit_per_minute < 1:
@@ -149,16 +150,17 @@ def _offset_page(sequence: Sequence[int], offset: int, limit: int,
 
 
 class _RateLimiter:
-    """Fixed 60 s windows per token, each starting at the token's first request (as recorded)."""
+    """Fixed windows (60 s on Sysdig) per token, each starting at the token's first request."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, window: float = _RATE_WINDOW_SECONDS) -> None:
         self.per_minute = per_minute
+        self.window = window
         self._windows: dict[str, tuple[float, int]] = {}  # token -> (window end, requests)
 
     def admit(self, token: str, now: float) -> tuple[bool, dict[str, str]]:
         window_end, used = self._windows.get(token, (0.0, 0))
         if now >= window_end:
-            window_end, used = now + _RATE_WINDOW_SECONDS, 0
+            window_end, used = now + self.window, 0
         admitted = used < self.per_minute
         used += admitted
         self._windows[token] = (window_end, used)
@@ -276,7 +278,7 @@ class SysdigEmulator(Emulator):
             self._faults = faults
             self._fault_rng = random.Random(f"{seed}:faults")
             self._jitter_rng = random.Random(f"{seed}:jitter")
-            self._rate_limiter = (_RateLimiter(faults.rate_limit_per_minute)
+            self._rate_limiter = (_RateLimiter(faults.rate_limit_per_minute, faults.rate_limit_window)
                                   if faults.rate_limit_per_minute else None)
 
     @property
@@ -375,13 +377,14 @@ class SysdigEmulator(Emulator):
     def _stats(self, request: Request) -> Response:
         with self._lock:
             counts = dict(self.request_counts)
+            statuses = {str(status): n for status, n in sorted(self.status_counts.items())}
+            peak = self.peak_in_flight
         # "GET /platform/v1/teams/(?P<team_id>[^/]+)/users" -> "GET /platform/v1/teams/{team_id}/users"
         readable = {re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", key): n for key, n in counts.items()}
-        return Response(body={"requests": readable})
+        return Response(body={"requests": readable, "statuses": statuses, "peak_in_flight": peak})
 
     def _reset_stats(self, request: Request) -> Response:
-        with self._lock:
-            self.request_counts.clear()
+        self.reset_counters()
         return Response(body={"requests": {}})
 
     def _get_faults(self, request: Request) -> Response:

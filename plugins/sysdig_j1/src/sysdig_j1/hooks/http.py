@@ -1,6 +1,7 @@
-"""What both API hooks share: a pooled requests session with urllib3 retries, and error messages.
+"""What both API hooks share: a pooled session with urllib3 retries, a client-side rate-limit
+gate, a hard bound on concurrent requests, bounded concurrent crawling, and error messages.
 
-Retries cover 429 (honouring Retry-After), 5xx, connection errors and read timeouts with
+Retries cover 429 (honouring Retry-After, capped), 5xx, connection errors and read timeouts, with
 exponential backoff and jitter. 4xx other than 429 are never retried: a bad token or a missing
 resource does not get better by asking again.
 """
@@ -8,16 +9,28 @@ resource does not get better by asking again.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from airflow.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+log = logging.getLogger(__name__)
+
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 DEFAULT_TIMEOUT = (10, 120)  # (connect, read) seconds
+DEFAULT_CONCURRENCY = 8
+
+W = TypeVar("W")
+R = TypeVar("R")
 
 
 class ApiError(RuntimeError):
@@ -30,6 +43,61 @@ class ApiError(RuntimeError):
         super().__init__(f"{where} failed: HTTP {status}: {message}" if status else f"{where} failed: {message}")
 
 
+class CappedRetry(Retry):
+    """urllib3 Retry whose Retry-After wait (seconds or HTTP date) is capped, so a server asking
+    for an hour cannot park a worker slot for that long; the task-level retry takes over instead."""
+
+    RETRY_AFTER_CAP = 120.0
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.RETRY_AFTER_CAP)
+
+
+class RateLimitGate:
+    """Follows X-RateLimit-Limit / -Remaining / -Reset so a run spends its budget without 429s.
+
+    Before each request: if the last answer said the window's budget is used up (counting the
+    requests still in flight), wait until the window resets. Without those headers it never waits.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._limit: int | None = None
+        self._remaining: int | None = None
+        self._reset_at = 0.0  # epoch seconds
+        self._in_flight = 0
+
+    def acquire(self) -> None:
+        with self._cond:
+            while True:
+                now = time.time()
+                if self._remaining is not None and now >= self._reset_at:
+                    self._remaining = self._limit  # a new window: the full budget again
+                if self._remaining is None or self._remaining - self._in_flight > 0:
+                    break
+                wait_s = self._reset_at - now + 0.05
+                log.info("rate limit budget used up; waiting %.1fs for the window to reset", wait_s)
+                self._cond.wait(timeout=wait_s)
+            self._in_flight += 1
+
+    def release(self, headers: Any) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+            try:
+                limit = int(headers["X-RateLimit-Limit"])
+                remaining = int(headers["X-RateLimit-Remaining"])
+                reset = float(headers["X-RateLimit-Reset"])
+            except (KeyError, TypeError, ValueError):  # no (valid) rate-limit headers
+                return
+            reset_at = reset if reset > 1e9 else time.time() + reset  # epoch or seconds-from-now
+            if reset_at > self._reset_at:  # the first answer from a new window
+                self._limit, self._reset_at, self._remaining = limit, reset_at, remaining
+            elif reset_at == self._reset_at and self._remaining is not None:
+                # answers arrive out of order; within a window the smallest count is the latest
+                self._remaining = min(remaining, self._remaining)
+
+
 def make_session(
     headers: dict[str, str],
     *,
@@ -38,7 +106,7 @@ def make_session(
     backoff: float = 0.5,
     pool_size: int = 10,
 ) -> requests.Session:
-    retry = Retry(
+    retry = CappedRetry(
         total=attempts - 1,
         backoff_factor=backoff,
         backoff_jitter=backoff,
@@ -76,8 +144,8 @@ def error_message(response: requests.Response) -> str:
 
 
 class ApiHook(BaseHook):
-    """Base of the two API hooks: the connection, and one request path that turns every failure
-    (network error or non-2xx answer) into an ApiError naming the endpoint."""
+    """Base of the two API hooks: the connection, and one request path that bounds concurrency,
+    respects the rate-limit gate and turns every failure into an ApiError naming the endpoint."""
 
     service = ""  # "Sysdig" / "JupiterOne", for messages
 
@@ -86,6 +154,7 @@ class ApiHook(BaseHook):
         self.conn_id = conn_id
         self.timeout = timeout
         self.backoff = backoff  # seconds; retries wait backoff * 2**n plus jitter
+        self.rate_limit = RateLimitGate()
 
     @cached_property
     def connection(self):
@@ -95,14 +164,27 @@ class ApiHook(BaseHook):
     def extra(self) -> dict[str, Any]:
         return self.connection.extra_dejson
 
+    @cached_property
+    def max_concurrency(self) -> int:
+        return int(self.extra.get("max_concurrency") or DEFAULT_CONCURRENCY)
+
+    @cached_property
+    def _slots(self) -> threading.BoundedSemaphore:
+        return threading.BoundedSemaphore(self.max_concurrency)
+
     base_url: str
     session: requests.Session
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ApiError(self.service, method, path, None, f"{type(exc).__name__}: {exc}") from exc
+        with self._slots:
+            self.rate_limit.acquire()
+            response = None
+            try:
+                response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                raise ApiError(self.service, method, path, None, f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                self.rate_limit.release(response.headers if response is not None else None)
         if not response.ok:
             raise ApiError(self.service, method, path, response.status_code, error_message(response))
         return response
@@ -113,3 +195,24 @@ class ApiHook(BaseHook):
             return response.json()
         except ValueError as exc:  # e.g. a body cut off mid-way
             raise ApiError(self.service, method, path, response.status_code, f"invalid JSON body: {exc}") from exc
+
+    def crawl(self, start: Iterable[W], fetch: Callable[[W], tuple[R, list[W]]]) -> Iterator[R]:
+        """Run `fetch` on up to `max_concurrency` work items at once; each call returns a result
+        and follow-up items (the next cursor, the rest of an offset listing). Results are yielded
+        as they complete, so memory holds at most `max_concurrency` pages whatever the size."""
+        queue = deque(start)
+        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"{self.service}-crawl") as pool:
+            running: set[Future] = set()
+            try:
+                while queue or running:
+                    while queue and len(running) < self.max_concurrency:
+                        running.add(pool.submit(fetch, queue.popleft()))
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        result, follow_ups = future.result()
+                        queue.extend(follow_ups)
+                        yield result
+            finally:  # on error or an abandoned generator: drop queued work, let running calls end
+                queue.clear()
+                for future in running:
+                    future.cancel()

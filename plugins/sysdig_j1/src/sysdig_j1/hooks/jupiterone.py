@@ -56,6 +56,7 @@ class JupiterOneHook(ApiHook):
             {"Authorization": f"Bearer {key}", "JupiterOne-Account": account, "Content-Type": "application/json"},
             methods=frozenset({"GET", "POST"}),
             backoff=self.backoff,
+            pool_size=self.max_concurrency,
         )
 
     def job_target(self, scope: str) -> dict[str, str]:
