@@ -50,8 +50,8 @@ def start_sysdig():
     """Factory: start a Sysdig emulator for an organisation of the given shape."""
     started: list[SysdigEmulator] = []
 
-    def start(org: OrgSpec = OrgSpec(), **options) -> SysdigEmulator:
-        emulator = SysdigEmulator(org, token=SYSDIG_TOKEN, **options)
+    def start(org: OrgSpec = OrgSpec(), token: str = SYSDIG_TOKEN, **options) -> SysdigEmulator:
+        emulator = SysdigEmulator(org, token=token, **options)
         emulator.start()
         started.append(emulator)
         return emulator
