@@ -7,6 +7,7 @@ harmless profile data; none of it may reach object storage, logs or JupiterOne's
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 SECRET_KEYS = frozenset({"accessKey", "agentInstallParams", "intercomUserIdHash"})
@@ -14,9 +15,14 @@ SECRET_KEYS = frozenset({"accessKey", "agentInstallParams", "intercomUserIdHash"
 TOKEN_LIKE = re.compile(r"(token|secret|passw|api_?key|access_?key|private_?key|credential)", re.IGNORECASE)
 
 
+@lru_cache(maxsize=8192)  # the same few keys repeat in every record
+def is_secret(key: str) -> bool:
+    return key in SECRET_KEYS or TOKEN_LIKE.search(key) is not None
+
+
 def scrub(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if k not in SECRET_KEYS and not TOKEN_LIKE.search(k)}
+        return {k: scrub(v) for k, v in value.items() if not is_secret(k)}
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value

@@ -55,12 +55,11 @@ class RunStorage:
     # -- raw records: gzip-compressed JSON lines, one file per API page ----------------------
     @staticmethod
     def write_jsonl_gz(path: ObjectStoragePath, records: Iterable[dict]) -> int:
-        count = 0
-        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=5) as gz:
-            for record in records:
-                gz.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-                count += 1
-        return count
+        """One page in one write: compressing in memory is fast and a page is small; mtime=0
+        makes a re-run's file byte-identical."""
+        lines = [json.dumps(record, separators=(",", ":")).encode() for record in records]
+        path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n", compresslevel=1, mtime=0))
+        return len(lines)
 
     @staticmethod
     def iter_jsonl_gz(folder: ObjectStoragePath) -> Iterator[tuple[str, str]]:
@@ -68,15 +67,17 @@ class RunStorage:
 
         The partition is the sub-folder a file sits in ("" at the top), e.g. the scan stage.
         """
-        if not folder.exists():
-            return
-        for path in sorted(folder.rglob("*.jsonl.gz"), key=str):
-            relative = str(path)[len(str(folder)) :].strip("/")
-            partition = relative.rsplit("/", 1)[0] if "/" in relative else ""
-            with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
-                for line in lines:
-                    if line.strip():
-                        yield partition, line.rstrip("\n")
+        for partition, page in RunStorage.iter_jsonl_gz_pages(folder):
+            for line in page.decode().splitlines():
+                if line.strip():
+                    yield partition, line
+
+    @staticmethod
+    def iter_jsonl_gz_pages(folder: ObjectStoragePath) -> Iterator[tuple[str, bytes]]:
+        """Yield (partition, decompressed file) for every file under `folder`, in the order of
+        `iter_jsonl_gz`: whole pages, for readers that parse many lines in one call."""
+        for partition, path in _jsonl_gz_files(folder):
+            yield partition, gzip.decompress(path.read_bytes())
 
     # -- frames and small documents -----------------------------------------------------------
     @staticmethod
@@ -96,6 +97,15 @@ class RunStorage:
     @staticmethod
     def read_json(path: ObjectStoragePath) -> object:
         return json.loads(path.read_text())
+
+
+def _jsonl_gz_files(folder: ObjectStoragePath) -> Iterator[tuple[str, ObjectStoragePath]]:
+    """(partition, path) of every raw file under `folder`, sorted by path."""
+    if not folder.exists():
+        return
+    for path in sorted(folder.rglob("*.jsonl.gz"), key=str):
+        relative = str(path)[len(str(folder)) :].strip("/")
+        yield (relative.rsplit("/", 1)[0] if "/" in relative else ""), path
 
 
 def _safe(run_id: str) -> str:
