@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Installed site-packages are compiled once; without .pyc every Airflow process is ~2x slower.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install run test schemas lock compose-check clean
+.PHONY: install run test bench schemas lock compose-check clean
 
 $(VENV)/.installed: requirements.lock plugins/sysdig_j1/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ run: install
 ## The whole test suite (.ci/run calls exactly this).
 test: install
 	$(BIN)/python -m pytest
+
+## Benchmarks (print tables, not tests): extraction vs the original integration's call pattern,
+## then the transform at 10k / 100k / 1M image scans. Takes about 15 minutes.
+bench: install
+	$(BIN)/python bench/extract.py
+	$(BIN)/python bench/transform.py
 
 ## Regenerate include/schemas/*.json from the data model.
 schemas: install

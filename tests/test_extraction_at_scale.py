@@ -128,6 +128,15 @@ def test_server_error_storm_beyond_the_retry_budget_fails_clearly(sysdig_hook, s
     assert stats(emulator)["requests"]["GET /platform/v1/teams"] == 6  # first try + 5 retries
 
 
+def test_dropped_connections_are_retried(sysdig_hook, storage):
+    hook, emulator = sysdig_hook(OrgSpec(users=1000), drop_rate=0.3)
+
+    manifest = extract.extract_users(hook, storage)
+
+    assert manifest["records"] == {"users": 1000, "users_light": 1000}
+    assert sum(stats(emulator)["requests"].values()) > 5 + 1  # some of the 6 pages were asked again
+
+
 def test_truncated_body_fails_clearly(sysdig_hook, storage):
     hook, _ = sysdig_hook(truncate_rate=1.0)
 
