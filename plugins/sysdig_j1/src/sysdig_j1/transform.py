@@ -7,15 +7,17 @@ it to the declared type. Only the few rules that need logic live here, in `DERIV
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
+from sysdig_j1.raw import read_raw
 
 # Epoch values below this are seconds (legacy scanning), above it milliseconds: 1e11 s is the
 # year 5138 and 1e11 ms is 1973, so real timestamps never fall on the wrong side.
@@ -38,19 +40,6 @@ class Context:
         if resource not in self._frames:
             self._frames[resource] = read_raw(self.storage, resource)
         return self._frames[resource]
-
-
-def read_raw(storage: RunStorage, resource: str) -> pd.DataFrame:
-    """All raw records of a resource, flattened (nested keys joined by "."), with two extra
-    columns: `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the stored line)."""
-    partitions, lines = [], []
-    for partition, line in storage.iter_jsonl_gz(storage.raw(resource)):
-        partitions.append(partition)
-        lines.append(line)
-    frame = pd.json_normalize([json.loads(line) for line in lines]) if lines else pd.DataFrame()
-    frame["_partition"] = pd.Series(partitions, dtype="string")
-    frame["_rawData"] = pd.Series(lines, dtype="string")
-    return frame
 
 
 # -- conversions --------------------------------------------------------------------------------
@@ -80,7 +69,7 @@ def as_epoch_ms(series: pd.Series) -> pd.Series:
 
 
 def as_string_list(series: pd.Series) -> pd.Series:
-    return series.map(lambda v: [str(x) for x in v] if isinstance(v, (list, tuple)) else None)
+    return series.map(lambda v: [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else None)
 
 
 CONVERTERS: dict[str, Callable[[pd.Series], pd.Series]] = {
@@ -125,7 +114,11 @@ def _team_user_count(raw: pd.DataFrame, ctx: Context) -> pd.Series:
 def _pull_string_part(part: str) -> Callable[[pd.DataFrame, Context], pd.Series]:
     def derive(raw: pd.DataFrame, ctx: Context) -> pd.Series:
         pull = as_string(first_of(raw, ("pullString", "mainAssetName", "fullTag")))
-        return pull.str.extract(PULL_STRING)[part]
+        # On Arrow strings a pattern given as text runs in Arrow's regex engine, not row by row in
+        # Python. That engine gives "" for a group that did not take part; every group of
+        # PULL_STRING matches at least one character, so "" can only mean absent.
+        value = pull.astype(pd.ArrowDtype(pa.string())).str.extract(PULL_STRING.pattern)[part]
+        return value.mask(value == "")
 
     return derive
 

@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 DEFAULT_TIMEOUT = (10, 120)  # (connect, read) seconds
-DEFAULT_CONCURRENCY = 8
 
 W = TypeVar("W")
 R = TypeVar("R")
+_DONE = object()
 
 
 class ApiError(RuntimeError):
@@ -148,6 +148,7 @@ class ApiHook(BaseHook):
     respects the rate-limit gate and turns every failure into an ApiError naming the endpoint."""
 
     service = ""  # "Sysdig" / "JupiterOne", for messages
+    default_concurrency = 8  # requests in flight; the connection extra `max_concurrency` overrides
 
     def __init__(self, conn_id: str, timeout: tuple[float, float], backoff: float) -> None:
         super().__init__()
@@ -166,7 +167,7 @@ class ApiHook(BaseHook):
 
     @cached_property
     def max_concurrency(self) -> int:
-        return int(self.extra.get("max_concurrency") or DEFAULT_CONCURRENCY)
+        return int(self.extra.get("max_concurrency") or self.default_concurrency)
 
     @cached_property
     def _slots(self) -> threading.BoundedSemaphore:
@@ -198,21 +199,27 @@ class ApiHook(BaseHook):
 
     def crawl(self, start: Iterable[W], fetch: Callable[[W], tuple[R, list[W]]]) -> Iterator[R]:
         """Run `fetch` on up to `max_concurrency` work items at once; each call returns a result
-        and follow-up items (the next cursor, the rest of an offset listing). Results are yielded
-        as they complete, so memory holds at most `max_concurrency` pages whatever the size."""
-        queue = deque(start)
+        and follow-up items (the next cursor, the rest of an offset listing, the halves of a batch).
+        `start` is read only as slots free up and results are yielded as they complete, so memory
+        holds about `max_concurrency` items whatever the size."""
+        source, follow_ups = iter(start), deque()
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"{self.service}-crawl") as pool:
             running: set[Future] = set()
             try:
-                while queue or running:
-                    while queue and len(running) < self.max_concurrency:
-                        running.add(pool.submit(fetch, queue.popleft()))
+                while True:
+                    while len(running) < self.max_concurrency:
+                        work = follow_ups.popleft() if follow_ups else next(source, _DONE)
+                        if work is _DONE:
+                            break
+                        running.add(pool.submit(fetch, work))
+                    if not running:
+                        return
                     done, running = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        result, follow_ups = future.result()
-                        queue.extend(follow_ups)
+                        result, more = future.result()
+                        follow_ups.extend(more)
                         yield result
             finally:  # on error or an abandoned generator: drop queued work, let running calls end
-                queue.clear()
+                follow_ups.clear()
                 for future in running:
                     future.cancel()

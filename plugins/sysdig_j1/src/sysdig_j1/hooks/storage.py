@@ -68,9 +68,9 @@ class RunStorage:
         The partition is the sub-folder a file sits in ("" at the top), e.g. the scan stage.
         """
         for partition, page in RunStorage.iter_jsonl_gz_pages(folder):
-            for line in page.decode().splitlines():
+            for line in page.split(b"\n"):  # exactly the writer's separator, nothing else
                 if line.strip():
-                    yield partition, line
+                    yield partition, line.decode()
 
     @staticmethod
     def iter_jsonl_gz_pages(folder: ObjectStoragePath) -> Iterator[tuple[str, bytes]]:
