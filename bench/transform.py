@@ -96,7 +96,7 @@ def _transform_once(storage_url: str, scans: int) -> Measurement:
 
     storage = RunStorage(storage_url, "bench", "run")
     started = time.perf_counter()
-    entities, relationships = build_graph(
+    entities, relationships, _ = build_graph(
         Context(storage, app_url="https://us2.app.sysdig.com", account_name="bench")
     )
     seconds = time.perf_counter() - started

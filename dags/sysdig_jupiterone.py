@@ -1,12 +1,22 @@
 """Sync a Sysdig Secure account into the JupiterOne graph.
 
-validate_config -> one extract task per Sysdig resource -> transform -> check_quality -> load.
-Tasks exchange data through object storage (Airflow Variable `sysdig_j1_storage_url`, default a
-folder under AIRFLOW_HOME) and pass only small manifests through XCom. Sysdig keeps no history, so
-every run - scheduled, manual or backfill - publishes a fresh snapshot of the account as it is now.
+validate_config -> one extract task per Sysdig resource -> transform -> check_quality -> load,
+and check_extracts_complete at the end. Tasks exchange data through object storage (Airflow
+Variable `sysdig_j1_storage_url`, default a folder under AIRFLOW_HOME) and pass only small
+manifests through XCom. Sysdig keeps no history, so every run - scheduled, manual or backfill -
+publishes a fresh snapshot of the account as it is now.
+
+If an extract task fails, the rest is still transformed, checked and published, with the failed
+resource's types sent as partialDatasets so JupiterOne keeps what it has for them; the run then
+ends failed (check_extracts_complete) so alerts fire.
+
+Params: dry_run (write the would-be upload into the run folder, call nothing in JupiterOne),
+allow_mass_deletion (override the guard), mass_deletion_threshold (largest share of any type a
+publish may delete compared with the last successful publish; default 0.5).
 
 Connections: `sysdig_default` (type sysdig) and `jupiterone_default` (type jupiterone); see README.
 Schedule: env SYSDIG_J1_SCHEDULE (cron or preset; "none" = manual only), default "@daily".
+Task retries: env SYSDIG_J1_TASK_RETRIES, default 2 (on top of the per-request retries).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import Param, TriggerRule, dag, task
 
 from sysdig_j1 import extract, pipeline
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
@@ -22,6 +32,7 @@ from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
 
 SCHEDULE = os.environ.get("SYSDIG_J1_SCHEDULE", "@daily")
+TASK_RETRIES = int(os.environ.get("SYSDIG_J1_TASK_RETRIES", "2"))
 
 
 @dag(
@@ -30,7 +41,13 @@ SCHEDULE = os.environ.get("SYSDIG_J1_SCHEDULE", "@daily")
     start_date=datetime(2025, 1, 1),
     catchup=False,
     max_active_runs=1,  # two runs must never publish to the same JupiterOne scope at once
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={"retries": TASK_RETRIES, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    params={
+        "dry_run": Param(False, type="boolean", description="Write the would-be upload; send nothing."),
+        "allow_mass_deletion": Param(False, type="boolean", description="Publish even if the guard objects."),
+        "mass_deletion_threshold": Param(0.5, type="number", minimum=0, maximum=1,
+                                         description="Largest share of a type one publish may delete."),
+    },
     tags=["sysdig", "jupiterone"],
     doc_md=__doc__,
 )
@@ -52,15 +69,16 @@ def sysdig_jupiterone():
         return extract.extract_teams(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
-    def extract_team_memberships(config: dict, teams: dict) -> dict:
+    def extract_team_memberships(config: dict) -> dict:
         return extract.extract_team_memberships(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     @task
     def extract_image_scans(config: dict) -> dict:
         return extract.extract_image_scans(SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
-    @task
-    def transform(config: dict, extracted: list[dict]) -> dict:
+    # Runs when the extracts are done, even if some failed: what was extracted still publishes.
+    @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    def transform(config: dict) -> dict:
         return pipeline.transform(RunStorage.for_current_run(), config)
 
     @task
@@ -68,20 +86,27 @@ def sysdig_jupiterone():
         return pipeline.check_quality(RunStorage.for_current_run(), graph)
 
     @task
-    def load(graph: dict, quality: dict) -> dict:
-        return pipeline.load(JupiterOneHook(), RunStorage.for_current_run(), graph)
+    def load(graph: dict, quality: dict, params: dict | None = None) -> dict:
+        return pipeline.load(JupiterOneHook(), RunStorage.for_current_run(), graph, params or {})
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def check_extracts_complete() -> None:
+        pipeline.check_extracts_complete(RunStorage.for_current_run())
 
     config = validate_config()
     teams = extract_teams(config)
-    extracted = [
+    extracts = [
         extract_account(config),
         extract_users(config),
         teams,
-        extract_team_memberships(config, teams),
         extract_image_scans(config),
     ]
-    graph = transform(config, extracted)
+    memberships = extract_team_memberships(config)
+    teams >> memberships
+    graph = transform(config)
+    [*extracts, memberships] >> graph
     load(graph, check_quality(graph))
+    [*extracts, memberships] >> check_extracts_complete()
 
 
 sysdig_jupiterone()

@@ -20,6 +20,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["SYSDIG_J1_TASK_RETRIES"] = "0"  # a failing task fails now instead of after retry delays
 
 from sysdig_j1.emulators.jupiterone import JupiterOneEmulator  # noqa: E402
 from sysdig_j1.emulators.sysdig import SysdigEmulator  # noqa: E402

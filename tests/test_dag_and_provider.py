@@ -29,11 +29,14 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert {t.task_id for t in dag.tasks} == {
         "validate_config", "extract_account", "extract_users", "extract_teams", "extract_team_memberships",
-        "extract_image_scans", "transform", "check_quality", "load",
+        "extract_image_scans", "transform", "check_quality", "load", "check_extracts_complete",
     }
     extracts = {t for t in dag.task_dict if t.startswith("extract_")}
     assert dag.task_dict["transform"].upstream_task_ids >= extracts
     assert dag.task_dict["load"].upstream_task_ids == {"transform", "check_quality"}
+    assert dag.task_dict["extract_team_memberships"].upstream_task_ids == {"validate_config", "extract_teams"}
+    assert dag.task_dict["check_extracts_complete"].upstream_task_ids == extracts
+    assert set(dag.params) == {"dry_run", "allow_mass_deletion", "mass_deletion_threshold"}
 
 
 @pytest.mark.parametrize(

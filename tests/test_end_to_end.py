@@ -27,7 +27,7 @@ from sysdig_j1.hooks.sysdig import SysdigHook
 ACCOUNT = "sysdig_account:5000001"
 ALL_TASKS = {
     "validate_config", "extract_account", "extract_users", "extract_teams", "extract_team_memberships",
-    "extract_image_scans", "transform", "check_quality", "load",
+    "extract_image_scans", "transform", "check_quality", "load", "check_extracts_complete",
 }
 
 
@@ -141,8 +141,8 @@ def test_bad_sysdig_token_fails_validation_and_publishes_nothing(dag, start_sysd
 
     states = task_states(dag.test())
 
-    assert states["validate_config"] == "failed"
-    assert {states[t] for t in ALL_TASKS - {"validate_config"}} == {"upstream_failed"}
+    assert states["validate_config"] == states["check_extracts_complete"] == "failed"
+    assert {states[t] for t in ALL_TASKS - {"validate_config", "check_extracts_complete"}} == {"upstream_failed"}
     assert jupiterone.jobs() == []
 
 
@@ -212,7 +212,7 @@ def test_rerunning_any_task_of_a_run_gives_the_same_result(dag, start_sysdig, ju
         extract_resource(sysdig, storage)
     graph = pipeline.transform(storage, config)
     pipeline.check_quality(storage, graph)
-    pipeline.load(j1, storage, graph)
+    pipeline.load(j1, storage, graph, params={})
 
     assert outputs() == before
     assert jupiterone.graph() == graph_before

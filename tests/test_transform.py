@@ -32,7 +32,9 @@ def graph(storage: RunStorage, listings: dict[str, list[dict]]) -> tuple[pd.Data
     """Store one page per listing (plus the account) and build the graph from them."""
     for name, records in {"account": [ACCOUNT], **listings}.items():
         extract.write_pages(storage, name, [records])
-    return build_graph(Context(storage, app_url="https://app.example"))
+    entities, relationships, partial = build_graph(Context(storage, app_url="https://app.example"))
+    assert partial == []
+    return entities, relationships
 
 
 def entity(entities: pd.DataFrame, key: str) -> dict:

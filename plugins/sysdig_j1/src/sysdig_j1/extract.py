@@ -16,6 +16,7 @@ from typing import Any
 
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import LEGACY_PAGE, MAX_CURSOR_PAGE, Listing, Page, SysdigHook
+from sysdig_j1.model import RESOURCES
 from sysdig_j1.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,16 @@ def write_pages(storage: RunStorage, name: str, pages: Iterable[list[dict[str, A
 
 
 def _manifest(storage: RunStorage, resource: str, records: dict[str, int]) -> dict:
+    """Written last: its presence is how later tasks know this resource was extracted completely."""
     log.info("extracted %s: %s", resource, records)
-    return {"resource": resource, "path": str(storage.raw(resource)), "records": dict(records)}
+    manifest = {"resource": resource, "path": str(storage.raw(resource)), "records": dict(records)}
+    storage.write_json(storage.manifest(resource), manifest)
+    return manifest
+
+
+def missing_resources(storage: RunStorage) -> set[str]:
+    """Resources whose extract task did not finish in this run."""
+    return {resource for resource in RESOURCES if not storage.manifest(resource).exists()}
 
 
 def extract_account(hook: SysdigHook, storage: RunStorage) -> dict:

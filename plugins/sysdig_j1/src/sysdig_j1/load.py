@@ -1,8 +1,13 @@
 """Load: publish the entity and relationship frames through one JupiterOne synchronization job.
 
-create -> upload entities, then relationships, in batches of at most `max_batch_bytes` of JSON ->
-finalize -> wait for a terminal status. If anything fails after create, the job is aborted with the
-reason, so JupiterOne never applies half an upload (DIFF would delete what was not sent).
+create -> upload entities, then relationships (gzipped batches of at most `max_batch_bytes` of
+JSON, several at once) -> mass-deletion guard -> finalize -> wait for a terminal status.
+If anything fails after create, the job is aborted with the reason, so JupiterOne never applies
+half an upload (DIFF would delete whatever was not sent).
+
+A batch answered 413 is split in two and each half retried; a single object still too large has
+its `_rawData` trimmed (never its properties). Property strings longer than JupiterOne's limit
+are cut with a warning.
 """
 
 from __future__ import annotations
@@ -16,11 +21,18 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import TERMINAL_STATUSES, JupiterOneHook
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 5_000_000  # JupiterOne rejects request bodies above ~6 MB
+MAX_STRING = 4096  # longest property string JupiterOne's search indexer keeps
+TRUNCATED = "TRUNCATED"
+
+
+class MassDeletionError(RuntimeError):
+    """This publish would delete more of a type than the guard allows."""
 
 
 def scope_for(account_id: str) -> str:
@@ -28,12 +40,19 @@ def scope_for(account_id: str) -> str:
     return f"sysdig-j1:{account_id}"
 
 
+def type_counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in frame["_type"].value_counts().items()}
+
+
+# -- frames -> JSON objects ---------------------------------------------------------------------
 def graph_objects(frame: pd.DataFrame) -> Iterator[dict]:
-    """Frame rows as JupiterOne objects: nulls dropped, numpy values made plain, `_rawData` wrapped."""
+    """Frame rows as JupiterOne objects: nulls dropped, numpy values made plain, long strings
+    cut, `_rawData` wrapped the way the data model wants it."""
     for _, group in frame.groupby("_type", sort=False):
         for record in group.dropna(axis=1, how="all").to_dict("records"):
             obj = {k: _plain(v) for k, v in record.items() if not _is_null(v)}
             raw = obj.pop("_rawData", None)
+            _cut_long_strings(obj)
             if raw:
                 obj["_rawData"] = [{"name": "default", "rawData": json.loads(raw)}]
             yield obj
@@ -51,28 +70,115 @@ def _plain(value: object) -> object:
     return value
 
 
-def batches(kind: str, objects: Iterable[dict], max_bytes: int = MAX_BATCH_BYTES) -> Iterator[bytes]:
-    """Request bodies `{"<kind>": [...]}` of at most `max_bytes`, each object serialised once."""
-    frame = len(f'{{"{kind}":[]}}')
+def _cut_long_strings(obj: dict) -> None:
+    for name, value in obj.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and len(v) > MAX_STRING for v in values):
+            log.warning("%s: property %r is longer than %d characters, truncated", obj.get("_key"), name, MAX_STRING)
+            cut = [v[: MAX_STRING - 3] + "..." if isinstance(v, str) and len(v) > MAX_STRING else v for v in values]
+            obj[name] = cut if isinstance(value, list) else cut[0]
+
+
+def serialize(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def trim_raw_data(data: bytes, target: int) -> bytes | None:
+    """Shrink one serialised object to `target` bytes by cutting its `_rawData`, largest values
+    first, then dropping it. None when the properties alone are too large (never cut)."""
+    obj = json.loads(data)
+    entries = obj.get("_rawData")
+    if not entries:
+        return None
+    while len(data) > target:
+        values = [(len(serialize({"v": v})), entry, k) for entry in entries if isinstance(entry["rawData"], dict)
+                  for k, v in entry["rawData"].items() if v != TRUNCATED]
+        if values:
+            _, entry, key = max(values, key=lambda item: item[0])
+            entry["rawData"][key] = TRUNCATED
+        elif "_rawData" in obj:
+            del obj["_rawData"]
+        else:
+            return None
+        data = serialize(obj)
+    log.warning("%s: too large to upload, _rawData trimmed to %d bytes in all", obj.get("_key"), len(data))
+    return data
+
+
+# -- batches ------------------------------------------------------------------------------------
+def batches(kind: str, objects: Iterable[dict], max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[bytes]]:
+    """Serialised objects grouped so that each request body `{"<kind>": [...]}` is at most
+    `max_bytes`; every object is serialised once."""
+    envelope = len(body(kind, []))
     chunks: list[bytes] = []
-    size = frame
+    size = envelope
     for obj in objects:
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        if frame + len(data) > max_bytes:
-            raise ValueError(f"{obj.get('_key')}: a single object of {len(data)} bytes exceeds {max_bytes} bytes")
+        data = serialize(obj)
+        if envelope + len(data) > max_bytes:
+            data = trim_raw_data(data, max_bytes - envelope)
+            if data is None:
+                raise ValueError(f"{obj.get('_key')}: its properties alone exceed the {max_bytes}-byte batch limit")
         if chunks and size + 1 + len(data) > max_bytes:
-            yield _body(kind, chunks)
-            chunks, size = [], frame
+            yield chunks
+            chunks, size = [], envelope
         size += len(data) + (1 if chunks else 0)
         chunks.append(data)
     if chunks:
-        yield _body(kind, chunks)
+        yield chunks
 
 
-def _body(kind: str, chunks: list[bytes]) -> bytes:
+def body(kind: str, chunks: list[bytes]) -> bytes:
     return b'{"' + kind.encode() + b'":[' + b",".join(chunks) + b"]}"
 
 
+def upload(hook: JupiterOneHook, job_id: str, kind: str, objects: Iterable[dict], max_bytes: int) -> dict:
+    """Upload every object, `hook.max_concurrency` batches at a time; returns what was sent."""
+
+    def send(chunks: list[bytes]) -> tuple[tuple[int, int] | None, list[list[bytes]]]:
+        data = body(kind, chunks)
+        try:
+            hook.upload(job_id, kind, data)
+        except ApiError as exc:
+            if exc.status != 413:
+                raise
+            if len(chunks) > 1:  # too large for the server: send each half on its own
+                log.warning("JupiterOne refused a %d-byte batch of %d %s (413); splitting it", len(data), len(chunks), kind)
+                half = len(chunks) // 2
+                return None, [chunks[:half], chunks[half:]]
+            trimmed = trim_raw_data(chunks[0], len(chunks[0]) // 2)
+            if trimmed is None:
+                raise ValueError(f"JupiterOne refused a single {kind[:-1]} even without _rawData: {exc}") from exc
+            return None, [[trimmed]]
+        return (len(chunks), len(data)), []
+
+    sent = {"batches": 0, "objects": 0, "bytes": 0}
+    for result in hook.crawl(batches(kind, objects, max_bytes), send):
+        if result:
+            sent["batches"] += 1
+            sent["objects"] += result[0]
+            sent["bytes"] += result[1]
+    return sent
+
+
+# -- the guard ----------------------------------------------------------------------------------
+def check_mass_deletion(before: dict[str, int], after: dict[str, int], max_shrink: float, skip: Iterable[str]) -> None:
+    """Refuse when any type would lose more than `max_shrink` of its objects (types in `skip`,
+    the partial datasets, are kept by JupiterOne whatever we send, so they cannot shrink)."""
+    skipped = set(skip)
+    shrinking = {
+        type_: (count, after.get(type_, 0))
+        for type_, count in sorted(before.items())
+        if type_ not in skipped and count and (count - after.get(type_, 0)) / count > max_shrink
+    }
+    if shrinking:
+        detail = ", ".join(f"{t}: {b} -> {a} ({(b - a) / b:.0%} fewer)" for t, (b, a) in shrinking.items())
+        raise MassDeletionError(
+            f"refusing to publish: more than {max_shrink:.0%} of these types would be deleted: {detail}. "
+            "If this is expected, trigger the DAG with allow_mass_deletion=true."
+        )
+
+
+# -- the job ------------------------------------------------------------------------------------
 def publish(
     hook: JupiterOneHook,
     entities: pd.DataFrame,
@@ -80,29 +186,36 @@ def publish(
     scope: str,
     *,
     partial_types: list[str] | None = None,
+    previous_counts: dict[str, int] | None = None,
+    max_shrink: float | None = 0.5,
     max_batch_bytes: int = MAX_BATCH_BYTES,
     poll_seconds: float = 0.5,
     timeout_seconds: float = 1800,
 ) -> dict:
-    job = hook.create_job(scope)
-    job_id = job["id"]
-    log.info("JupiterOne job %s created (%s)", job_id, hook.job_target(scope))
-    uploads = {"entities": 0, "relationships": 0}
+    """Publish both frames in one job. With `previous_counts` (the last successful publish of this
+    scope) and a `max_shrink`, a publish that would delete too much is aborted before finalize."""
+    counts = {**type_counts(entities), **type_counts(relationships)}
+    partial = sorted(partial_types or [])
+    job_id = hook.create_job(scope)["id"]
+    log.info("JupiterOne job %s created (%s), partial datasets: %s", job_id, hook.job_target(scope), partial or "none")
     try:
-        for kind, frame in (("entities", entities), ("relationships", relationships)):
-            for body in batches(kind, graph_objects(frame), max_batch_bytes):
-                hook.upload(job_id, kind, body)
-                uploads[kind] += 1
-        hook.finalize(job_id, partial_types or [])
+        sent = {
+            kind: upload(hook, job_id, kind, graph_objects(frame), max_batch_bytes)
+            for kind, frame in (("entities", entities), ("relationships", relationships))
+        }
+        if previous_counts and max_shrink is not None:
+            check_mass_deletion(previous_counts, counts, max_shrink, partial)
+        hook.finalize(job_id, partial)
         job = wait_for_job(hook, job_id, poll_seconds, timeout_seconds)
     except BaseException as exc:
         _abort(hook, job_id, f"{type(exc).__name__}: {exc}")
         raise
     if job["status"] != "FINISHED":
         raise RuntimeError(f"JupiterOne job {job_id} ended with status {job['status']}")
-    counts = {k: v for k, v in job.items() if k.startswith("num")}
-    log.info("JupiterOne job %s finished after %s upload batches: %s", job_id, uploads, counts)
-    return {"job_id": job_id, "status": job["status"], "batches": uploads, "counts": counts}
+    job_counts = {k: v for k, v in job.items() if k.startswith("num")}
+    log.info("JupiterOne job %s finished; sent %s; %s", job_id, sent, job_counts)
+    return {"job_id": job_id, "status": job["status"], "sent": sent, "counts": job_counts, "published": counts,
+            "partial_types": partial}
 
 
 def wait_for_job(hook: JupiterOneHook, job_id: str, poll_seconds: float, timeout_seconds: float) -> dict:

@@ -244,3 +244,14 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
 
 # Resources the extract tasks fetch; every entity and relationship resource appears here.
 RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "image_scans")
+
+
+def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:
+    """Entity and relationship types left incomplete when these resources could not be extracted:
+    the resource's own types, plus every relationship type touching an incomplete entity type."""
+    entities = {e.type for e in ENTITIES if e.resource in missing_resources}
+    relationships = {
+        r.type for r in RELATIONSHIPS
+        if r.resource in missing_resources or r.source.type in entities or r.target.type in entities
+    }
+    return entities, relationships

@@ -13,10 +13,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from sysdig_j1 import load as loader
 from sysdig_j1 import quality
+from sysdig_j1.extract import missing_resources
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
+from sysdig_j1.load import type_counts
+from sysdig_j1.model import RESOURCES
 from sysdig_j1.transform import Context, build_graph
 
 log = logging.getLogger(__name__)
@@ -44,18 +47,20 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook) -> dict:
 
 
 def transform(storage: RunStorage, config: dict) -> dict:
-    entities, relationships = build_graph(
-        Context(storage, app_url=config["app_url"], account_name=config["account_name"])
+    missing = missing_resources(storage)
+    if missing == set(RESOURCES):
+        raise AirflowFailException("no Sysdig resource was extracted in this run; nothing to publish")
+    entities, relationships, partial = build_graph(
+        Context(storage, app_url=config["app_url"], account_name=config["account_name"], missing=missing)
     )
+    if missing:
+        log.warning("not extracted: %s; JupiterOne keeps what it has for %s", sorted(missing), partial)
     folder = storage.reset(storage.path("graph"))
     storage.write_parquet(folder / "entities.parquet", entities)
     storage.write_parquet(folder / "relationships.parquet", relationships)
-    counts = {
-        "entities": entities["_type"].value_counts().to_dict(),
-        "relationships": relationships["_type"].value_counts().to_dict(),
-    }
+    counts = {"entities": type_counts(entities), "relationships": type_counts(relationships)}
     log.info("graph built: %s", counts)
-    return {"path": str(folder), "account_id": config["account_id"], "counts": counts}
+    return {"path": str(folder), "account_id": config["account_id"], "counts": counts, "partial_types": partial}
 
 
 def check_quality(storage: RunStorage, graph: dict) -> dict:
@@ -68,11 +73,71 @@ def check_quality(storage: RunStorage, graph: dict) -> dict:
     return {"evaluated": report["evaluated"], "success": True}
 
 
-def load(hook: JupiterOneHook, storage: RunStorage, graph: dict) -> dict:
+def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -> dict:
+    """Publish, guarded by the counts of the scope's last successful publish; or, for a dry run,
+    write what would be uploaded into the run's folder without calling JupiterOne at all."""
     entities, relationships = _read_graph(storage)
-    result = loader.publish(hook, entities, relationships, loader.scope_for(graph["account_id"]))
+    scope = loader.scope_for(graph["account_id"])
+    state = storage.published_state(scope)
+    previous = storage.read_json(state)["counts"] if state.exists() else None
+    max_shrink = None if params.get("allow_mass_deletion") else float(params.get("mass_deletion_threshold", 0.5))
+    partial = graph["partial_types"]
+    if params.get("dry_run"):
+        return dry_run(storage, entities, relationships, scope, partial, previous, max_shrink)
+    try:
+        result = loader.publish(hook, entities, relationships, scope, partial_types=partial,
+                                previous_counts=previous, max_shrink=max_shrink)
+    except loader.MassDeletionError as exc:
+        raise AirflowFailException(str(exc)) from exc  # retrying cannot change the answer
     storage.write_json(storage.path("graph", "load.json"), result)
+    # JupiterOne kept the partial types as they were, so their last known counts still hold.
+    kept = {t: c for t, c in (previous or {}).items() if t in partial}
+    storage.write_json(state, {"counts": {**kept, **result["published"]}, "job_id": result["job_id"],
+                               "run_folder": str(storage.root)})
     return result
+
+
+def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: list[str],
+            previous: dict | None, max_shrink: float | None) -> dict:
+    folder = storage.reset(storage.path("dry_run"))
+    for kind, frame in (("entities", entities), ("relationships", relationships)):
+        with (folder / f"{kind}.json").open("wb") as out:  # streamed: the graph may be large
+            out.write(b"[\n")
+            for n, obj in enumerate(loader.graph_objects(frame)):
+                out.write((b",\n" if n else b"") + loader.serialize(obj))
+            out.write(b"\n]\n")
+    if not previous:
+        verdict = "not checked: first publish of this scope"
+    elif max_shrink is None:
+        verdict = "overridden (allow_mass_deletion)"
+    else:
+        counts = {**type_counts(entities), **type_counts(relationships)}
+        try:
+            loader.check_mass_deletion(previous, counts, max_shrink, partial)
+            verdict = "passes"
+        except loader.MassDeletionError as exc:
+            verdict = str(exc)
+    summary = {
+        "scope": scope,
+        "entities": type_counts(entities),
+        "relationships": type_counts(relationships),
+        "partial_types": partial,
+        "previous_publish": previous,
+        "mass_deletion_check": verdict,
+    }
+    storage.write_json(folder / "summary.json", summary)
+    log.info("dry run: nothing sent to JupiterOne; would-be upload in %s: %s", folder, summary)
+    return {"dry_run": True, "path": str(folder), **summary}
+
+
+def check_extracts_complete(storage: RunStorage) -> None:
+    """The last task: a run that published partial data must still end failed, so alerts fire."""
+    missing = missing_resources(storage)
+    if missing:
+        raise AirflowFailException(
+            f"not extracted in this run: {', '.join(sorted(missing))}. What was extracted was published, "
+            "with partialDatasets so JupiterOne kept its existing objects of the incomplete types."
+        )
 
 
 def _read_graph(storage: RunStorage):

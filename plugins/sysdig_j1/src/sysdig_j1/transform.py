@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sysdig_j1.hooks.storage import RunStorage
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
+from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType, partial_types
 from sysdig_j1.raw import read_raw
 
 # Epoch values below this are seconds (legacy scanning), above it milliseconds: 1e11 s is the
@@ -34,6 +34,7 @@ class Context:
     storage: RunStorage
     app_url: str = ""
     account_name: str | None = None
+    missing: set[str] = field(default_factory=set)  # resources not extracted in this run
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def frame(self, resource: str) -> pd.DataFrame:
@@ -106,6 +107,8 @@ def _user_web_link(raw: pd.DataFrame, ctx: Context) -> pd.Series:
 
 
 def _team_user_count(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    if "team_memberships" in ctx.missing:  # unknown, not zero
+        return pd.Series(pd.NA, index=raw.index, dtype="Int64")
     members = ctx.frame("team_memberships")
     counts = column(members, "teamId").value_counts()
     return column(raw, "id").map(counts).fillna(0)
@@ -207,10 +210,18 @@ def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.Da
     return out
 
 
-def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
-    entities = {entity.type: entity_frame(entity, ctx) for entity in ENTITIES}
-    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS]
+def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Both frames, without the types a missing resource leaves incomplete; those are returned
+    as the partial datasets JupiterOne must keep as they are."""
+    partial_entities, partial_relationships = partial_types(ctx.missing)
+    entities = {e.type: entity_frame(e, ctx) for e in ENTITIES if e.type not in partial_entities}
+    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS if r.type not in partial_relationships]
     return (
-        pd.concat(entities.values(), ignore_index=True),
-        pd.concat(relationships, ignore_index=True),
+        pd.concat(entities.values(), ignore_index=True) if entities else _empty(),
+        pd.concat(relationships, ignore_index=True) if relationships else _empty(),
+        sorted(partial_entities | partial_relationships),
     )
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"_key": pd.Series(dtype="string"), "_type": pd.Series(dtype="string")})

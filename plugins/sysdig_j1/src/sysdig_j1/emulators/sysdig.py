@@ -50,6 +50,7 @@ class Faults:
     slow_rate: float = 0.0  # fraction delayed by slow_seconds (longer than a client timeout)
     slow_seconds: float = 5.0
     truncate_rate: float = 0.0  # fraction whose body is cut in half
+    fail_path: str | None = None  # requests whose path starts with this always answer 500
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "drop_rate", "slow_rate", "truncate_rate"):
@@ -226,6 +227,8 @@ class SysdigEmulator(Emulator):
             admitted, rate_headers = self._admit(request)
             if not admitted:
                 response = _public_error(429, "Rate limit exceeded")
+            elif faults.fail_path and request.path.startswith(faults.fail_path):
+                response = _public_error(500, "Internal server error")
             elif fault == "error":
                 response = _public_error(503, "Service temporarily unavailable")
             elif fault == "drop":
@@ -414,7 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--users-light", choices=USERS_LIGHT_MODES, default="ok")
     parser.add_argument("--legacy-scanning", choices=LEGACY_SCANNING_MODES, default="ok")
     for field in dataclasses.fields(Faults):
-        kind = int if field.name == "rate_limit_per_minute" else float
+        kind = {"rate_limit_per_minute": int, "fail_path": str}.get(field.name, float)
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind,
                             default=getattr(fault_defaults, field.name))
     return parser

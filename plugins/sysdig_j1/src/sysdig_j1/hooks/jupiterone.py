@@ -7,6 +7,7 @@ use source `integration-external` instead of `api` with a scope.
 
 from __future__ import annotations
 
+import gzip
 import uuid
 from functools import cached_property
 from typing import Any
@@ -27,6 +28,7 @@ class JupiterOneHook(ApiHook):
     conn_type = "jupiterone"
     hook_name = "JupiterOne"
     service = "JupiterOne"
+    default_concurrency = 6  # parallel batch uploads, as JupiterOne's own SDK does
 
     def __init__(
         self,
@@ -77,8 +79,10 @@ class JupiterOneHook(ApiHook):
         return self.post("", {**self.job_target(scope), "syncMode": "DIFF"})
 
     def upload(self, job_id: str, kind: str, body: bytes) -> dict[str, Any]:
-        """POST one pre-serialised batch (`{"entities": [...]}` or `{"relationships": [...]}`)."""
-        return self.post(f"/{job_id}/{kind}", body, headers={"JupiterOne-Correlation-Id": str(uuid.uuid4())})
+        """POST one pre-serialised batch (`{"entities": [...]}` or `{"relationships": [...]}`),
+        gzipped. The correlation id is set once here, so urllib3's retries of this batch reuse it."""
+        headers = {"JupiterOne-Correlation-Id": str(uuid.uuid4()), "Content-Encoding": "gzip"}
+        return self.post(f"/{job_id}/{kind}", gzip.compress(body, compresslevel=5), headers=headers)
 
     def finalize(self, job_id: str, partial_types: list[str]) -> dict[str, Any]:
         return self.post(f"/{job_id}/finalize", {"partialDatasets": {"types": partial_types}})

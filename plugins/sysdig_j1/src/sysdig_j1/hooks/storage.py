@@ -45,6 +45,13 @@ class RunStorage:
         """Folder of an extract task's raw pages."""
         return self.path("raw", resource)
 
+    def manifest(self, resource: str) -> ObjectStoragePath:
+        return self.raw(resource) / "_manifest.json"
+
+    def published_state(self, scope: str) -> ObjectStoragePath:
+        """What the last successful publish of a scope sent (kept next to the runs, not in one)."""
+        return self.root.parent / "_published" / f"{_safe(scope)}.json"
+
     def reset(self, folder: ObjectStoragePath) -> ObjectStoragePath:
         """Empty a task's output folder so a re-run replaces, never appends to, what it wrote."""
         if folder.exists():
@@ -92,6 +99,7 @@ class RunStorage:
 
     @staticmethod
     def write_json(path: ObjectStoragePath, document: object) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=2, sort_keys=True, default=str))
 
     @staticmethod
