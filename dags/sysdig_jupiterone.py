@@ -57,24 +57,8 @@ def sysdig_jupiterone():
         return pipeline.validate_config(SysdigHook(), JupiterOneHook())
 
     @task
-    def extract_account(config: dict) -> dict:
-        return extract.extract_account(SysdigHook(region=config["region"]), RunStorage.for_current_run())
-
-    @task
-    def extract_users(config: dict) -> dict:
-        return extract.extract_users(SysdigHook(region=config["region"]), RunStorage.for_current_run())
-
-    @task
-    def extract_teams(config: dict) -> dict:
-        return extract.extract_teams(SysdigHook(region=config["region"]), RunStorage.for_current_run())
-
-    @task
-    def extract_team_memberships(config: dict) -> dict:
-        return extract.extract_team_memberships(SysdigHook(region=config["region"]), RunStorage.for_current_run())
-
-    @task
-    def extract_image_scans(config: dict) -> dict:
-        return extract.extract_image_scans(SysdigHook(region=config["region"]), RunStorage.for_current_run())
+    def extract_resource(resource: str, config: dict) -> dict:
+        return extract.EXTRACTORS[resource](SysdigHook(region=config["region"]), RunStorage.for_current_run())
 
     # Runs when the extracts are done, even if some failed: what was extracted still publishes.
     @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
@@ -94,19 +78,12 @@ def sysdig_jupiterone():
         pipeline.check_extracts_complete(RunStorage.for_current_run())
 
     config = validate_config()
-    teams = extract_teams(config)
-    extracts = [
-        extract_account(config),
-        extract_users(config),
-        teams,
-        extract_image_scans(config),
-    ]
-    memberships = extract_team_memberships(config)
-    teams >> memberships
+    extracts = {r: extract_resource.override(task_id=f"extract_{r}")(r, config) for r in extract.EXTRACTORS}
+    extracts["teams"] >> extracts["team_memberships"]  # memberships are listed per extracted team
     graph = transform(config)
-    [*extracts, memberships] >> graph
+    list(extracts.values()) >> graph
     load(graph, check_quality(graph))
-    [*extracts, memberships] >> check_extracts_complete()
+    list(extracts.values()) >> check_extracts_complete()
 
 
 sysdig_jupiterone()

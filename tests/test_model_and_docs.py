@@ -7,7 +7,8 @@ import subprocess
 
 from conftest import REPO
 
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS
+from sysdig_j1.extract import EXTRACTORS
+from sysdig_j1.model import ENTITIES, RELATIONSHIPS, RESOURCES
 from sysdig_j1.quality import build_checks
 from sysdig_j1.schemas import README_BEGIN, README_END, all_schemas, render_markdown
 
@@ -36,6 +37,12 @@ def test_types_classes_and_relationship_names_are_the_contract():
     ]
     for entity in ENTITIES:  # JupiterOne's Entity schema needs both on every entity
         assert {"name", "displayName"} <= set(entity.required)
+
+
+def test_every_resource_has_an_extract_task_and_feeds_the_model():
+    assert set(EXTRACTORS) == set(RESOURCES)
+    fed = {e.resource for e in ENTITIES} | {r.resource for r in RELATIONSHIPS if r.resource}
+    assert fed == set(RESOURCES)
 
 
 def test_quality_checks_cover_every_required_property():

@@ -109,3 +109,13 @@ def extract_image_scans(hook: SysdigHook, storage: RunStorage) -> dict:
     if not sum(counts.values()):
         log.warning("no image scans extracted from %s", ", ".join(listing.path for listing in listings))
     return _manifest(storage, "image_scans", counts)
+
+
+# One extract task per resource; the DAG builds its tasks from this table.
+EXTRACTORS = {
+    "account": extract_account,
+    "users": extract_users,
+    "teams": extract_teams,
+    "team_memberships": extract_team_memberships,
+    "image_scans": extract_image_scans,
+}
