@@ -18,7 +18,6 @@ from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
-from sysdig_j1.load import type_counts
 from sysdig_j1.model import RESOURCES
 from sysdig_j1.transform import Context, build_graph
 
@@ -58,7 +57,7 @@ def transform(storage: RunStorage, config: dict) -> dict:
     folder = storage.reset(storage.path("graph"))
     storage.write_parquet(folder / "entities.parquet", entities)
     storage.write_parquet(folder / "relationships.parquet", relationships)
-    counts = {"entities": type_counts(entities), "relationships": type_counts(relationships)}
+    counts = {"entities": loader.type_counts(entities), "relationships": loader.type_counts(relationships)}
     log.info("graph built: %s", counts)
     return {"path": str(folder), "account_id": config["account_id"], "counts": counts, "partial_types": partial}
 
@@ -111,7 +110,7 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
     elif max_shrink is None:
         verdict = "overridden (allow_mass_deletion)"
     else:
-        counts = {**type_counts(entities), **type_counts(relationships)}
+        counts = {**loader.type_counts(entities), **loader.type_counts(relationships)}
         try:
             loader.check_mass_deletion(previous, counts, max_shrink, partial)
             verdict = "passes"
@@ -119,8 +118,8 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
             verdict = str(exc)
     summary = {
         "scope": scope,
-        "entities": type_counts(entities),
-        "relationships": type_counts(relationships),
+        "entities": loader.type_counts(entities),
+        "relationships": loader.type_counts(relationships),
         "partial_types": partial,
         "previous_publish": previous,
         "mass_deletion_check": verdict,
