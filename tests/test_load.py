@@ -152,6 +152,32 @@ def test_failure_after_create_aborts_the_job_and_changes_nothing(hook, jupiteron
     assert job["status"] == "ABORTED" and "503" in job["abortReason"]
     assert jupiterone.graph(SCOPE) == before
 
+    jupiterone.configure_faults(fail_uploads_after=None)  # the next run, after the outage
+    publish(hook, entities.iloc[:10], relationships.iloc[:9], SCOPE, max_batch_bytes=600, poll_seconds=0.01)
+    after = jupiterone.graph(SCOPE)
+    assert sorted(e["_key"] for e in after["entities"]) == sorted(entities["_key"].iloc[:10])  # no duplicates
+    assert len(after["relationships"]) == 9
+
+
+def test_a_job_ending_in_error_fails_with_its_id(hook, jupiterone):
+    jupiterone.configure_faults(bad_data=True)
+
+    with pytest.raises(RuntimeError, match=r"JupiterOne job [0-9a-f-]{36} ended with status ERROR_BAD_DATA"):
+        publish(hook, *frames(3), SCOPE, poll_seconds=0.01)
+
+
+def test_an_integration_instance_publishes_as_integration_external(jupiterone, monkeypatch):
+    conn = {"conn_type": "jupiterone", "host": jupiterone.url, "login": J1_ACCOUNT, "password": J1_KEY,
+            "extra": {"integration_instance_id": "5a1f0c3e-6b1d-4d2a-9a57-0c9e2b7f1a11"}}
+    monkeypatch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", json.dumps(conn))
+
+    publish(JupiterOneHook(backoff=0.01), *frames(3), SCOPE, poll_seconds=0.01)
+
+    job = jupiterone.jobs()[-1]
+    assert (job["source"], job["integrationInstanceId"], job["scope"]) == (
+        "integration-external", "5a1f0c3e-6b1d-4d2a-9a57-0c9e2b7f1a11", None)
+    assert jupiterone.summary("5a1f0c3e-6b1d-4d2a-9a57-0c9e2b7f1a11")["entities"]["sysdig_user"] == 3
+
 
 def test_a_413_splits_the_batch_until_it_fits(hook, jupiterone):
     entities, relationships = frames(200)
