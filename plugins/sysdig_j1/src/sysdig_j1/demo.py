@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 DEMO_TOKEN = "demo-sysdig-token"
+# The emulators' usual ports, so URLs stored on entities stay the same from one demo run to the next.
+SYSDIG_PORT, JUPITERONE_PORT = 8801, 8802
 J1_ACCOUNT, J1_KEY = "demo-j1-account", "demo-j1-key"
 
 
@@ -44,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir(exist_ok=True)
     sysdig = SysdigEmulator(OrgSpec(users=args.users, teams=args.teams, scans=args.scans), token=DEMO_TOKEN)
     jupiterone = JupiterOneEmulator(home / "jupiterone-state.json", account=J1_ACCOUNT, api_key=J1_KEY)
-    sysdig.start()
-    jupiterone.start()
+    for emulator, port in ((sysdig, SYSDIG_PORT), (jupiterone, JUPITERONE_PORT)):
+        start_on(emulator, port)
     print(f"Sysdig emulator on {sysdig.url}, JupiterOne emulator on {jupiterone.url}", flush=True)
     os.environ["AIRFLOW_CONN_SYSDIG_DEFAULT"] = json.dumps(
         {"conn_type": "sysdig", "host": sysdig.url, "password": DEMO_TOKEN, "extra": {"account_name": "demo"}}
@@ -61,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         jupiterone.stop()
     print(f"\nDAG run finished: {state}")
     return 0 if state == "success" else 1
+
+
+def start_on(emulator, port: int) -> None:
+    try:
+        emulator.start(port=port)
+    except OSError:  # taken: any free port will do
+        emulator.start()
 
 
 def run_dag(repo: Path) -> str:
