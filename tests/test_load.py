@@ -79,6 +79,15 @@ def test_graph_objects_are_plain_json_without_nulls():
     json.dumps(list(objects.values()))  # serialisable as they are
 
 
+def test_graph_objects_come_out_the_same_in_slices(monkeypatch):
+    entities, _ = frames(40)
+    whole = list(graph_objects(entities))
+
+    monkeypatch.setattr("sysdig_j1.load.ROWS_PER_SLICE", 7)
+
+    assert list(graph_objects(entities)) == whole and len(whole) == 41
+
+
 def test_batches_never_exceed_the_bound_and_keep_every_object():
     rng = random.Random(3)
     objects = [{"_key": f"k{i:08d}", "blob": "y" * rng.randint(0, 700)} for i in range(300)]

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_BYTES = 5_000_000  # JupiterOne rejects request bodies above ~6 MB
 MAX_STRING = 4096  # longest property string JupiterOne's search indexer keeps
 TRUNCATED = "TRUNCATED"
+ROWS_PER_SLICE = 10_000
 
 
 class MassDeletionError(RuntimeError):
@@ -49,13 +50,15 @@ def graph_objects(frame: pd.DataFrame) -> Iterator[dict]:
     """Frame rows as JupiterOne objects: nulls dropped, numpy values made plain, long strings
     cut, `_rawData` wrapped the way the data model wants it."""
     for _, group in frame.groupby("_type", sort=False):
-        for record in group.dropna(axis=1, how="all").to_dict("records"):
-            obj = {k: _plain(v) for k, v in record.items() if not _is_null(v)}
-            raw = obj.pop("_rawData", None)
-            _cut_long_strings(obj)
-            if raw:
-                obj["_rawData"] = [{"name": "default", "rawData": json.loads(raw)}]
-            yield obj
+        group = group.dropna(axis=1, how="all")
+        for start in range(0, len(group), ROWS_PER_SLICE):  # a slice at a time: a type may be 1M rows
+            for record in group.iloc[start : start + ROWS_PER_SLICE].to_dict("records"):
+                obj = {k: _plain(v) for k, v in record.items() if not _is_null(v)}
+                raw = obj.pop("_rawData", None)
+                _cut_long_strings(obj)
+                if raw:
+                    obj["_rawData"] = [{"name": "default", "rawData": json.loads(raw)}]
+                yield obj
 
 
 def _is_null(value: object) -> bool:

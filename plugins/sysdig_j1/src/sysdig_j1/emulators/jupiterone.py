@@ -281,16 +281,17 @@ class JupiterOneEmulator(Emulator):
         return _job_response(job)
 
     def _check_batch(self, job: SyncJob, kind: str, objects: list[Any]) -> None:
-        seen = set(job.uploads[UPLOAD_FIELDS[kind][0]])
+        uploaded = job.uploads[UPLOAD_FIELDS[kind][0]]  # looked up, not copied: jobs get large
+        in_batch: set[str] = set()
         for index, obj in enumerate(objects):
             try:
                 check_graph_object(kind, obj, index)
             except InvalidGraphObject as error:  # emulator-specific code
                 raise ApiError(400, "INVALID_GRAPH_OBJECT", str(error)) from None
-            if obj["_key"] in seen:  # J1 rejects duplicate keys unless ignoreDuplicates (§3.5)
+            if obj["_key"] in uploaded or obj["_key"] in in_batch:  # J1 rejects duplicates (§3.5)
                 raise ApiError(400, "DUPLICATE_KEY",
                                f"{kind} _key={obj['_key']!r} was already uploaded in this job")
-            seen.add(obj["_key"])
+            in_batch.add(obj["_key"])
 
     def _finalize(self, request: Request) -> Response:
         job = self._open_job(request)
