@@ -25,10 +25,11 @@ test: install
 	$(BIN)/python -m pytest
 
 ## Benchmarks (print tables, not tests): extraction vs the original integration's call pattern,
-## then the transform at 10k / 100k / 1M image scans. Takes about 15 minutes.
+## the transform at 10k / 100k / 1M image scans, and publishing. Takes about 25 minutes.
 bench: install
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/transform.py
+	$(BIN)/python bench/publish.py
 
 ## Regenerate include/schemas/*.json from the data model.
 schemas: install

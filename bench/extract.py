@@ -22,7 +22,6 @@ import json
 import math
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,37 +29,18 @@ import time
 from contextlib import contextmanager
 
 import requests
+from harness import emulator_process
 
 TOKEN = "bench-token"
 CONCURRENCY = 8
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def emulator(users: int, teams: int, scans: int, latency: float, rate_limit: int | None = None):
-    port = free_port()
-    command = [sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--port", str(port), "--token", TOKEN,
-               "--users", str(users), "--teams", str(teams), "--scans", str(scans), "--latency", str(latency)]
-    if rate_limit:
-        command += ["--rate-limit-per-minute", str(rate_limit)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                requests.get(f"{url}/_emulator/stats", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+    args = ["--token", TOKEN, "--users", str(users), "--teams", str(teams), "--scans", str(scans),
+            "--latency", str(latency), *(["--rate-limit-per-minute", str(rate_limit)] if rate_limit else [])]
+    with emulator_process("sysdig_j1.emulators.sysdig", *args, ready_path="/_emulator/stats") as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait()
 
 
 def emulator_stats(url: str, reset: bool = False) -> dict:

@@ -28,8 +28,6 @@ import multiprocessing
 import os
 import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,7 +39,7 @@ from pathlib import Path
 
 import requests
 
-from extract import free_port
+from harness import emulator_process
 from transform import prepared_input
 
 DEFAULT_SIZES = "100000,1000000"
@@ -119,22 +117,9 @@ class Emulator:
 
 @contextmanager
 def jupiterone_emulator() -> Iterator[Emulator]:
-    port = free_port()
-    command = [sys.executable, "-m", "sysdig_j1.emulators.jupiterone", "--port", str(port),
-               "--account", ACCOUNT, "--api-key", API_KEY]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                requests.get(f"{url}/_emulator/jobs", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        yield Emulator(url, process.pid)
-    finally:
-        process.terminate()
-        process.wait()
+    args = ["--account", ACCOUNT, "--api-key", API_KEY]
+    with emulator_process("sysdig_j1.emulators.jupiterone", *args, ready_path="/_emulator/jobs") as (url, pid):
+        yield Emulator(url, pid)
 
 
 def check_emulator_holds(url: str, frames: Frames) -> None:

@@ -18,7 +18,7 @@ from sysdig_j1.emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks import sysdig as sysdig_module
 from sysdig_j1.hooks.http import ApiError, CappedRetry
 from sysdig_j1.hooks.storage import RunStorage
-from sysdig_j1.hooks.sysdig import Listing, SysdigHook
+from sysdig_j1.hooks.sysdig import SysdigHook
 
 
 @pytest.fixture
