@@ -83,8 +83,11 @@ class RunStorage:
     def iter_jsonl_gz_pages(folder: ObjectStoragePath) -> Iterator[tuple[str, bytes]]:
         """Yield (partition, decompressed file) for every file under `folder`, in the order of
         `iter_jsonl_gz`: whole pages, for readers that parse many lines in one call."""
-        for partition, path in _jsonl_gz_files(folder):
-            yield partition, gzip.decompress(path.read_bytes())
+        if not folder.exists():
+            return
+        for path in sorted(folder.rglob("*.jsonl.gz"), key=str):
+            relative = str(path)[len(str(folder)) :].strip("/")
+            yield (relative.rsplit("/", 1)[0] if "/" in relative else ""), gzip.decompress(path.read_bytes())
 
     # -- frames and small documents -----------------------------------------------------------
     @staticmethod
@@ -105,15 +108,6 @@ class RunStorage:
     @staticmethod
     def read_json(path: ObjectStoragePath) -> object:
         return json.loads(path.read_text())
-
-
-def _jsonl_gz_files(folder: ObjectStoragePath) -> Iterator[tuple[str, ObjectStoragePath]]:
-    """(partition, path) of every raw file under `folder`, sorted by path."""
-    if not folder.exists():
-        return
-    for path in sorted(folder.rglob("*.jsonl.gz"), key=str):
-        relative = str(path)[len(str(folder)) :].strip("/")
-        yield (relative.rsplit("/", 1)[0] if "/" in relative else ""), path
 
 
 def _safe(run_id: str) -> str:

@@ -38,7 +38,7 @@ DETECT_TIMEOUT = (5, 10)
 class Listing:
     """One paged endpoint. `paging`: "offset" (page.total or total), "cursor" (page.next) or
     "legacy" (resultsDirect's options.canLoadMore). `optional` listings that answer 404/410 yield
-    no pages instead of failing the crawl (retired legacy endpoints)."""
+    one empty page, with a warning, instead of failing the crawl (retired legacy endpoints)."""
 
     path: str
     name: str  # the caller's label for where the pages go
@@ -54,7 +54,6 @@ class Page:
     listing: Listing
     number: int  # 0-based position in its listing, so files get stable names whatever the order
     records: list[dict[str, Any]]
-    gone: ApiError | None = None  # set when an optional listing answered 404/410
 
 
 class SysdigHook(ApiHook):
@@ -153,7 +152,7 @@ class SysdigHook(ApiHook):
         except ApiError as exc:
             if listing.optional and exc.status in GONE:
                 log.warning("%s is not available, skipped: %s", listing.path, exc)
-                return Page(listing, number, [], gone=exc), []
+                return Page(listing, number, []), []
             raise
         records = body.get(listing.items) or []
         return Page(listing, number, records), self._follow_ups(listing, number, position, body, records)
