@@ -8,7 +8,7 @@ in pages of 1,000 records. Each size is transformed in a fresh child process, so
 
     .venv/bin/python bench/transform.py [--sizes 10000,100000,1000000]
 
-Generated input is cached under <tmp>/sysdig-j1-bench/<shape>/ and reused by later runs.
+Generated input is cached under <tmp>/sysdig-j1-bench-parquet-pages/<shape>/ and reused by later runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import resource
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +29,7 @@ from pathlib import Path
 
 USERS, TEAMS, PAGE_SIZE = 100_000, 1_000, 1_000
 DEFAULT_SIZES = "10000,100000,1000000"
-CACHE_ROOT = Path(tempfile.gettempdir()) / "sysdig-j1-bench"
+CACHE_ROOT = Path(tempfile.gettempdir()) / "sysdig-j1-bench-parquet-pages"  # raw pages as extract writes them
 COMPLETE_MARKER = "complete"  # written last, so an interrupted generation is never reused
 
 
@@ -58,20 +58,26 @@ def _pages(indices: Sequence[int], render: Callable[[int], dict]) -> Iterator[li
 
 def _write_organisation(storage_url: str, scans: int) -> None:
     from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
-    from sysdig_j1.extract import write_pages
     from sysdig_j1.hooks.storage import RunStorage
+    from sysdig_j1.raw import write_page
+    from sysdig_j1.scrub import Scrubber
 
     org = SysdigOrg(OrgSpec(users=USERS, teams=TEAMS, scans=scans))
     storage = RunStorage(storage_url, "bench", "run")
-    write_pages(storage, "account", [[org.legacy_user(0)]])  # what /api/users/me answers
-    write_pages(storage, "users", _pages(org.users(), org.public_user))
-    write_pages(storage, "users_light", _pages(org.users(), org.light_user))
-    write_pages(storage, "teams", _pages(org.teams(), org.public_team))
+
+    def write_pages(listing: str, pages: Iterable[list[dict]]) -> None:  # as the extract tasks store them
+        for number, records in enumerate(pages):
+            write_page(storage, listing, number, records, Scrubber(), endpoint=f"/bench/{listing}")
+
+    write_pages("account", [[org.legacy_user(0)]])  # what /api/users/me answers
+    write_pages("users", _pages(org.users(), org.public_user))
+    write_pages("users_light", _pages(org.users(), org.light_user))
+    write_pages("teams", _pages(org.teams(), org.public_team))
     for j in org.teams():  # one partition per team id, as extract lists each team's members
         members = org.members(j, with_admins=True)
-        write_pages(storage, f"team_memberships/{TEAM_ID_BASE + j}", _pages(members, partial(org.membership, j)))
+        write_pages(f"team_memberships/{TEAM_ID_BASE + j}", _pages(members, partial(org.membership, j)))
     for stage in STAGES:
-        write_pages(storage, f"image_scans/{stage}", _pages(org.scans(stage), partial(org.stage_result, stage)))
+        write_pages(f"image_scans/{stage}", _pages(org.scans(stage), partial(org.stage_result, stage)))
 
 
 def prepared_input(scans: int) -> tuple[str, float | None]:

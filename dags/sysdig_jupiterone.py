@@ -17,6 +17,7 @@ publish may delete compared with the last successful publish; default 0.5).
 Connections: `sysdig_default` (type sysdig) and `jupiterone_default` (type jupiterone); see README.
 Schedule: env SYSDIG_J1_SCHEDULE (cron or preset; "none" = manual only), default "@daily".
 Task retries: env SYSDIG_J1_TASK_RETRIES, default 2 (on top of the per-request retries).
+Task timeout: env SYSDIG_J1_TASK_TIMEOUT_MINUTES, default 60 (per task attempt), so nothing spins forever.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sysdig_j1.hooks.sysdig import SysdigHook
 
 SCHEDULE = os.environ.get("SYSDIG_J1_SCHEDULE", "@daily")
 TASK_RETRIES = int(os.environ.get("SYSDIG_J1_TASK_RETRIES", "2"))
+TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("SYSDIG_J1_TASK_TIMEOUT_MINUTES", "60")))
 
 
 @dag(
@@ -41,7 +43,8 @@ TASK_RETRIES = int(os.environ.get("SYSDIG_J1_TASK_RETRIES", "2"))
     start_date=datetime(2025, 1, 1),
     catchup=False,
     max_active_runs=1,  # two runs must never publish to the same JupiterOne scope at once
-    default_args={"retries": TASK_RETRIES, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={"retries": TASK_RETRIES, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
+                  "execution_timeout": TASK_TIMEOUT},
     params={
         "dry_run": Param(False, type="boolean", description="Write the would-be upload; send nothing."),
         "allow_mass_deletion": Param(False, type="boolean", description="Publish even if the guard objects."),
@@ -54,11 +57,12 @@ TASK_RETRIES = int(os.environ.get("SYSDIG_J1_TASK_RETRIES", "2"))
 def sysdig_jupiterone():
     @task
     def validate_config() -> dict:
-        return pipeline.validate_config(SysdigHook(), JupiterOneHook())
+        return pipeline.validate_config(SysdigHook(), JupiterOneHook(), RunStorage.for_current_run())
 
     @task
     def extract_resource(resource: str, config: dict) -> dict:
-        return extract.EXTRACTORS[resource](SysdigHook(region=config["region"]), RunStorage.for_current_run())
+        return pipeline.extract(resource, SysdigHook(region=config["region"]), JupiterOneHook(),
+                                RunStorage.for_current_run())
 
     # Runs when the extracts are done, even if some failed: what was extracted still publishes.
     @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)

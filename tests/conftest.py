@@ -84,5 +84,21 @@ def connect(monkeypatch, tmp_path):
     return wire
 
 
+def storage_text(folder: Path) -> str:
+    """Everything the runs stored under `folder`, as searchable text: Parquet cells and column
+    names one per line, unescaped, other files as they are."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            parts += table.column_names
+            parts += [str(cell) for column in table.columns for cell in column.to_pylist()]
+        else:
+            parts.append(path.read_text())
+    return "\n".join(parts)
+
+
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}

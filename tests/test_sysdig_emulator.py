@@ -1,4 +1,5 @@
-"""The Sysdig emulator over real HTTP: shapes, paging, limits, errors and injected faults."""
+"""The Sysdig emulator over real HTTP: shapes, paging, limits, errors, injected faults and
+integrity scenarios."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import pytest
 import requests
 
-from sysdig_j1.emulators.sysdig import SysdigEmulator, encode_cursor
+from sysdig_j1.emulators.sysdig import (SCENARIOS, SysdigEmulator, encode_cursor,
+                                        nested_secret_canaries)
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 
 TOKEN = "emulator-token"
@@ -487,21 +491,284 @@ def test_constructor_rejects_bad_options() -> None:
         OrgSpec(users=1, admins=2)
 
 
+# -- phase 3: integrity scenarios --------------------------------------------------------------
+USERS, TEAMS, ME = "/platform/v1/users", "/platform/v1/teams", "/api/users/me"
+TEAM_USERS = "/platform/v1/teams/20001/users"
+RUNTIME = "/secure/vulnerability/v1/runtime-results"
+# the routes each scenario may change; written from the brief, independently of the emulator
+TOUCHED = {
+    "short_member_pages": {TEAM_USERS}, "changing_total": {USERS}, "cursor_loop": {RUNTIME},
+    "endless_empty": {RUNTIME}, "endless_pages": {RUNTIME}, "string_user_id": {USERS},
+    "bool_as_text": {USERS}, "data_not_list": {TEAMS}, "item_not_object": {USERS},
+    "body_not_object": {TEAMS}, "deep_nesting": {USERS}, "lone_surrogate": {USERS},
+    "mixed_dates": {USERS, TEAMS}, "pre_1970_date": {USERS}, "bad_date": {USERS},
+    "echo_token": {USERS, TEAMS, RUNTIME, ME}, "nested_secrets": {USERS, ME},
+    "error_echo": {TEAMS}, "redirect": {USERS},
+}
+READ_ROUTES = (USERS, TEAMS, TEAM_USERS, RUNTIME, ME, "/secure/vulnerability/v1/pipeline-results",
+               "/api/users/10003", "/api/v2/users/light", "/api/v2/teams/light",
+               "/api/scanning/v1/resultsDirect")
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def all_users(base: str) -> list[Any]:
+    return get(base, USERS, limit=30).json()["data"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_scenario_leaves_every_other_route_alone(start: Any, base_url: str,
+                                                  scenario: str) -> None:
+    assert set(TOUCHED) == set(SCENARIOS)
+    base = start(scenario=scenario)
+    for path in READ_ROUTES:
+        if path not in TOUCHED[scenario]:
+            assert get(base, path).json() == get(base_url, path).json(), path
+
+
+def test_unknown_scenario_and_bad_scenario_options_are_rejected(start: Any) -> None:
+    with pytest.raises(ValueError):
+        SysdigEmulator(scenario="no_such_scenario")
+    base = start()
+    for body in ({"scenario": "no_such_scenario"}, {"canaries": "not-a-list"},
+                 {"canaries": [1]}, {"redirect_to": "ftp://elsewhere"}):
+        assert requests.post(f"{base}/_emulator/faults", json=body, timeout=5).status_code == 400
+
+
+def test_scenarios_spare_control_routes_and_unauthorised_callers(start: Any, base_url: str) -> None:
+    base = start()
+    set_faults(base, scenario="redirect", canaries=["c4n-1", "c4n-2"])
+    faults = requests.get(f"{base}/_emulator/faults", timeout=5).json()
+    assert (faults["scenario"], faults["canaries"]) == ("redirect", ["c4n-1", "c4n-2"])
+    assert requests.get(f"{base}/_emulator/stats", timeout=5).ok
+    wrong = requests.get(f"{base}{USERS}", headers={"Authorization": "Bearer wrong"},
+                         allow_redirects=False, timeout=5)
+    assert wrong.status_code == 401
+    set_faults(base, scenario=None)  # clearing the scenario restores the usual answers
+    assert get(base, USERS).json() == get(base_url, USERS).json()
+
+
+def test_short_member_pages_drop_rows_but_keep_total_and_next(start: Any, base_url: str) -> None:
+    base = start(scenario="short_member_pages")
+    first = get(base, TEAM_USERS, withAdminUsers="true", limit=7).json()
+    assert len(first["data"]) == 5 and first["page"] == {"previous": None, "next": "7", "total": 9}
+    for offset, limit in ((0, 7), (0, 25), (7, 7)):
+        params = {"withAdminUsers": "true", "offset": offset, "limit": limit}
+        normal = get(base_url, TEAM_USERS, **params).json()
+        assert get(base, TEAM_USERS, **params).json() == {"page": normal["page"],
+                                                          "data": normal["data"][:5]}
+
+
+def test_changing_total_differs_on_every_page_until_the_faults_are_set(start: Any,
+                                                                        base_url: str) -> None:
+    base = start(scenario="changing_total")
+    for extra, offset in enumerate((0, 10, 20, 0)):
+        body = get(base, USERS, offset=offset, limit=10).json()
+        normal = get(base_url, USERS, offset=offset, limit=10).json()
+        assert body == {**normal, "page": {**normal["page"], "total": 30 + extra}}
+    set_faults(base, scenario="changing_total")  # setting faults restarts the count
+    assert get(base, USERS).json()["page"]["total"] == 30
+
+
+def test_cursor_loop_alternates_two_valid_cursors_forever(start: Any, base_url: str) -> None:
+    base = start(scenario="cursor_loop")
+    first_page = get(base_url, RUNTIME, limit=4).json()["data"]
+    cursors: list[str] = []
+    params: dict[str, Any] = {"limit": 4}
+    for _ in range(5):
+        response = get(base, RUNTIME, **params)
+        assert response.status_code == 200
+        assert response.json()["data"] == first_page and response.json()["page"]["total"] == 15
+        params["cursor"] = response.json()["page"]["next"]
+        cursors.append(params["cursor"])
+    a, b = cursors[:2]
+    assert a != b and cursors == [a, b, a, b, a]
+    assert get(base, RUNTIME, cursor="!!!").status_code == 400  # other cursors still checked
+
+
+def test_endless_empty_pages_carry_new_cursors_forever(start: Any, base_url: str) -> None:
+    base = start(scenario="endless_empty")
+    assert "next" in get(base, RUNTIME).json()["page"]  # even when one page holds everything
+    first = get(base, RUNTIME, limit=4).json()
+    assert first["data"] == get(base_url, RUNTIME, limit=4).json()["data"]
+    cursors = [first["page"]["next"]]
+    for _ in range(6):
+        body = get(base, RUNTIME, limit=4, cursor=cursors[-1]).json()
+        assert body["data"] == [] and body["page"]["total"] == 15
+        cursors.append(body["page"]["next"])
+    assert len(set(cursors)) == 7
+
+
+def test_endless_pages_replay_full_pages_under_new_cursors(start: Any, base_url: str) -> None:
+    base = start(scenario="endless_pages")
+    first_page = get(base_url, RUNTIME, limit=4).json()["data"]
+    cursors: list[str] = []
+    params: dict[str, Any] = {"limit": 4}
+    for _ in range(6):
+        body = get(base, RUNTIME, **params).json()
+        assert body["data"] == first_page and body["page"]["total"] == 15
+        params["cursor"] = body["page"]["next"]
+        cursors.append(params["cursor"])
+    assert len(set(cursors)) == 6
+
+
+@pytest.mark.parametrize("scenario, index, replace", [
+    ("string_user_id", 5, lambda user: {**user, "id": "abc"}),
+    ("bool_as_text", 4, lambda user: {**user, "isAdmin": "true"}),
+    ("item_not_object", 3, lambda user: ["10003", "user3@example.com"]),
+    ("deep_nesting", 2, lambda user: {**user, "preferences": nested(500)}),
+    ("lone_surrogate", 7, lambda user: {**user, "lastName": "Lovelace\ud800"}),
+    ("pre_1970_date", 8, lambda user: {**user, "dateCreated": "1960-05-01T00:00:00Z"}),
+    ("bad_date", 9, lambda user: {**user, "dateCreated": "yesterday-ish"}),
+])
+def test_one_user_record_is_malformed(start: Any, base_url: str, scenario: str, index: int,
+                                      replace: Callable[[dict[str, Any]], Any]) -> None:
+    base = start(scenario=scenario)
+    expected = all_users(base_url)
+    expected[index] = replace(expected[index])
+    assert all_users(base) == expected
+    # the org's user, wherever it falls on a page
+    assert get(base, USERS, offset=index - 1, limit=3).json()["data"][1] == expected[index]
+
+
+def test_wire_text_of_a_lone_surrogate_and_deep_nesting(start: Any) -> None:
+    surrogate = get(start(scenario="lone_surrogate"), USERS).content
+    assert b'"lastName":"Lovelace\\ud800"' in surrogate
+    deep = get(start(scenario="deep_nesting"), USERS).content
+    assert b'"preferences":' + b'{"a":' * 500 + b"1" + b"}" * 500 in deep
+
+
+def test_mixed_dates_give_the_same_instants_in_three_forms(start: Any, base_url: str) -> None:
+    base = start(scenario="mixed_dates")
+    normal = all_users(base_url)
+    users = all_users(base)
+    for i, (user, plain) in enumerate(zip(users, normal, strict=True)):
+        seconds = int(datetime.fromisoformat(plain["dateCreated"]).timestamp())
+        forms = (plain["dateCreated"], seconds, seconds * 1000)
+        assert user == {**plain, "dateCreated": forms[i % 3]}
+    assert [u["dateCreated"] for u in users[:3]] == ["2024-01-01T00:00:00Z", 1704070800,
+                                                     1704074400000]
+    teams = get(base, TEAMS).json()["data"]
+    normal_teams = get(base_url, TEAMS).json()["data"]
+    normal_teams[1]["dateCreated"] = 1685664000000  # 2023-06-02T00:00:00Z
+    assert teams == normal_teams
+
+
+def test_data_not_list_serves_teams_as_an_object(start: Any, base_url: str) -> None:
+    normal = get(base_url, TEAMS).json()
+    body = get(start(scenario="data_not_list"), TEAMS).json()
+    assert body == {"page": normal["page"],
+                    "data": {str(j): team for j, team in enumerate(normal["data"])}}
+
+
+def test_body_not_object_serves_teams_as_an_array(start: Any, base_url: str) -> None:
+    response = get(start(scenario="body_not_object"), TEAMS)
+    assert response.status_code == 200
+    assert response.json() == get(base_url, TEAMS).json()["data"]
+
+
+@pytest.mark.parametrize("canaries", [[], ["c4n-1", "c4n-2"]])
+def test_echo_token_plants_the_token_in_values(start: Any, base_url: str,
+                                               canaries: list[str]) -> None:
+    base = start(scenario="echo_token", canaries=canaries)
+    users = all_users(base_url)
+    users[3]["lastName"] = TOKEN
+    assert all_users(base) == users
+    teams = get(base_url, TEAMS).json()["data"]
+    teams[2]["description"] = " ".join([f"ask {TOKEN} for access", *canaries])
+    assert get(base, TEAMS).json()["data"] == teams
+    scans = get(base_url, RUNTIME).json()["data"]
+    for scan in scans:
+        scan["scope"]["kubernetes.workload.name"] = f"svc-{TOKEN}"
+    assert get(base, RUNTIME).json()["data"] == scans
+    assert get(base, ME).json() == {"user": {**get(base_url, ME).json()["user"], "notes": TOKEN}}
+
+
+def test_nested_secrets_hide_canaries_under_secret_looking_keys(start: Any) -> None:
+    base = start(scenario="nested_secrets", canaries=["hunter2"])
+    users_response, me_response = get(base, USERS, limit=30), get(base, ME)
+    users = users_response.json()["data"]
+    canary = "CANARY-user-4"
+    assert users[4]["profile"] == {
+        "access-key": canary, "API_KEY": canary, "pwd": canary, "passphrase": canary,
+        "Authorization": canary, "bearer": canary, "sshKey": canary, "client_secret": canary,
+        "Cookie": canary, "session-id": canary, "privateKey": canary,
+        "items": [{"X-Auth-Token": canary}], "note": f"Bearer {canary}",
+        "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDQU5BUlkifQ.c2lnbmF0dXJlLWNhbmFyeQ",
+        "pem": "-----BEGIN PRIVATE KEY-----\nCANARYPEMBODY\n-----END PRIVATE KEY-----",
+        "password": "hunter2",
+    }
+    assert all(u["profile"]["session-id"] == f"CANARY-user-{i}" for i, u in enumerate(users))
+    assert me_response.json()["user"]["profile"]["Cookie"] == "CANARY-me-0"
+    wire = users_response.text + me_response.text
+    assert all(planted in wire for planted in nested_secret_canaries(30))
+    without = get(start(scenario="nested_secrets"), ME).json()["user"]["profile"]
+    assert "password" not in without
+
+
+@pytest.mark.parametrize("canaries", [[], ["c4nary"]])
+def test_error_echo_quotes_the_credentials_in_a_400(start: Any, canaries: list[str]) -> None:
+    response = get(start(scenario="error_echo", canaries=canaries), TEAMS)
+    assert response.status_code == 400
+    assert response.json() == {"type": "bad_request",
+                               "message": f"Invalid parameter 'limit' for token {TOKEN}",
+                               "details": [f"Authorization: Bearer {TOKEN}", *canaries]}
+
+
+@pytest.mark.parametrize("redirect_to, location", [
+    ("http://other.invalid:8443", "http://other.invalid:8443/platform/v1/users?offset=10&limit=5"),
+    (None, "http://127.0.0.1:9/platform/v1/users?offset=10&limit=5"),
+])
+def test_redirect_answers_302_to_the_same_path_elsewhere(start: Any, redirect_to: str | None,
+                                                         location: str) -> None:
+    base = start(scenario="redirect", redirect_to=redirect_to)
+    response = requests.get(f"{base}{USERS}", params={"offset": 10, "limit": 5}, headers=AUTH,
+                            allow_redirects=False, timeout=5)
+    assert response.status_code == 302 and response.headers["Location"] == location
+    assert response.history == [] and response.url.startswith(base)  # not followed
+    bare = requests.get(f"{base}{USERS}", headers=AUTH, allow_redirects=False, timeout=5)
+    assert bare.headers["Location"] == location.split("?")[0]
+
+
 # -- command line ------------------------------------------------------------------------------
-def test_cli_serves_the_requested_org() -> None:
+@contextmanager
+def serve_cli(*args: str) -> Iterator[str]:
+    """Run the emulator's command line on a free port; yields its base URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--port", str(port), "--users", "5",
-         "--teams", "2", "--admins", "1", "--token", "cli-token", "--users-light", "gone"],
+        [sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--port", str(port), *args],
         stdout=subprocess.PIPE, text=True)
     try:
         assert "listening on" in process.stdout.readline()
-        base, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer cli-token"}
-        users = requests.get(f"{base}/platform/v1/users", headers=auth, timeout=5).json()
-        assert users["page"]["total"] == 5
-        assert requests.get(f"{base}/api/v2/users/light", headers=auth, timeout=5).status_code == 410
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+def test_cli_serves_the_requested_org() -> None:
+    with serve_cli("--users", "5", "--teams", "2", "--admins", "1", "--token", "cli-token",
+                   "--users-light", "gone") as base:
+        auth = {"Authorization": "Bearer cli-token"}
+        users = requests.get(f"{base}/platform/v1/users", headers=auth, timeout=5).json()
+        assert users["page"]["total"] == 5
+        assert requests.get(f"{base}/api/v2/users/light", headers=auth, timeout=5).status_code == 410
+
+
+def test_cli_sets_a_scenario_and_its_options() -> None:
+    with serve_cli("--scenario", "redirect", "--canaries", "c4n-1", "c4n-2",
+                   "--redirect-to", "http://elsewhere.invalid") as base:
+        faults = requests.get(f"{base}/_emulator/faults", timeout=5).json()
+        assert faults["scenario"] == "redirect" and faults["canaries"] == ["c4n-1", "c4n-2"]
+        response = requests.get(f"{base}{USERS}", headers=AUTH, allow_redirects=False, timeout=5)
+        assert response.headers["Location"] == "http://elsewhere.invalid/platform/v1/users"
+    unknown = subprocess.run([sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--scenario",
+                              "no_such_scenario"], capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr

@@ -100,14 +100,15 @@ def test_server_errors_are_retried_until_the_answer_comes(sysdig_hook):
     assert requests_made(emulator)["GET /platform/v1/teams"] > 1  # some answers were 503
 
 
-def test_validate_config_names_the_connection_and_region(sysdig_hook, monkeypatch):
+def test_validate_config_names_the_connection_and_region(sysdig_hook, monkeypatch, tmp_path):
     from airflow.sdk.exceptions import AirflowFailException
 
     from sysdig_j1 import pipeline
     from sysdig_j1.hooks.jupiterone import JupiterOneHook
+    from sysdig_j1.hooks.storage import RunStorage
 
     hook, _ = sysdig_hook(token="revoked", extra={"region": "eu1"})
     monkeypatch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", json.dumps({"conn_type": "jupiterone", "login": "a",
                                                                       "password": "k"}))
     with pytest.raises(AirflowFailException, match=r"connection 'sysdig_default' \(region eu1, http://127"):
-        pipeline.validate_config(hook, JupiterOneHook())
+        pipeline.validate_config(hook, JupiterOneHook(), RunStorage(f"file://{tmp_path}", "dag", "run"))

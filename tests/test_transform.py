@@ -1,22 +1,26 @@
-"""The transform on hand-written raw records: conversions, derivations and the raw reader's contract.
+"""The transform on hand-written raw records: conversions, derivations and the typed raw reader.
 
-Records are stored with `extract.write_pages`, as the extract tasks store them, in a temporary
-RunStorage; every test builds the graph (or reads a resource) from there.
+Records are stored with `raw.write_page`, as the extract tasks store them (scrubbed and checked
+against the source contract), in a temporary RunStorage; every test builds the graph (or reads a
+resource) from there.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import re
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from sysdig_j1 import extract
+from sysdig_j1.contract import ContractError
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import IMAGE_SCAN
-from sysdig_j1.raw import read_raw
+from sysdig_j1.raw import read_raw, write_page
+from sysdig_j1.scrub import Scrubber
 from sysdig_j1.transform import Context, build_graph, entity_frame
 
 ACCOUNT = {"customer": {"id": 5000001, "name": "acme"}}
@@ -28,10 +32,15 @@ def storage(tmp_path) -> RunStorage:
     return RunStorage(f"file://{tmp_path}", "sysdig_jupiterone", "manual__test")
 
 
+def store(storage: RunStorage, listing: str, pages: list[list[dict]]) -> None:
+    for number, records in enumerate(pages):
+        write_page(storage, listing, number, records, Scrubber(), endpoint=f"/test/{listing}")
+
+
 def graph(storage: RunStorage, listings: dict[str, list[dict]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Store one page per listing (plus the account) and build the graph from them."""
     for name, records in {"account": [ACCOUNT], **listings}.items():
-        extract.write_pages(storage, name, [records])
+        store(storage, name, [records])
     entities, relationships, partial = build_graph(Context(storage, app_url="https://app.example"))
     assert partial == []
     return entities, relationships
@@ -66,6 +75,37 @@ def test_timestamps_from_iso_text_epoch_ms_and_epoch_seconds_become_epoch_ms(sto
     assert created["updatedOn"] == epoch_ms(2024, 6, 1, 0, 1) + 250
     assert created["lastSeenOnSecure"] == 1_700_000_000_123
     assert entity(entities, "sysdig_image_scan:abc")["createdOn"] == 1_717_200_060_000  # seconds -> ms
+
+
+def test_timestamp_forms_may_be_mixed_in_one_column_and_predate_1970(storage):
+    instant = epoch_ms(2024, 1, 1, 1)
+    entities, _ = graph(storage, {"users": [
+        user(1, dateCreated="2024-01-01T01:00:00Z"),
+        user(2, dateCreated=instant // 1000),  # epoch seconds
+        user(3, dateCreated=instant),  # epoch milliseconds
+        user(4, dateCreated="2024-01-01T02:00:00+01:00"),
+        user(5, dateCreated="1960-05-01T00:00:00Z"),
+    ]})
+
+    created = [entity(entities, f"sysdig_user:{n}")["createdOn"] for n in range(1, 6)]
+    assert created == [instant] * 4 + [-305_164_800_000]
+
+
+@pytest.mark.parametrize("record, who, problem", [
+    (user(1, dateCreated="yesterday"), "id=1", "field 'dateCreated' is not a date: string 'yesterday'"),
+    (user(1, dateCreated="1700000000"), "id=1", "field 'dateCreated' is not a date"),  # digits as text
+    (user(1, version="4"), "id=1", "field 'version' should be an integer, got string '4'"),
+    (user(1, isAdmin="true"), "id=1", "field 'isAdmin' should be true or false, got string 'true'"),
+    ({"id": "abc", "email": "a@example.com", "isAdmin": False}, "id='abc'", "field 'id' should be an integer"),
+    ({"id": 1, "isAdmin": False}, "id=1", "required field 'email' is missing or null"),
+    (["10003", "user3@example.com"], "no id", "record is a JSON array, not an object"),
+])
+def test_records_that_break_the_contract_are_refused_with_where_and_why(storage, record, who, problem):
+    where = re.escape(f"users: GET /test/users page 0, record 0 ({who}) breaks the source contract: ")
+    with pytest.raises(ContractError, match=where + problem):
+        store(storage, "users", [[record]])
+
+    assert read_raw(storage, "users").empty  # nothing of the page was stored
 
 
 def test_pull_strings_split_into_registry_repository_and_tag(storage):
@@ -138,21 +178,27 @@ def test_resources_without_records_give_empty_frames(storage):
     assert scans.empty and {p.name for p in IMAGE_SCAN.properties} <= set(scans.columns)
 
 
-def test_nested_keys_with_dots_flatten_to_dotted_columns(storage):
-    record = {"resultId": "r1", "scope": {"kubernetes.cluster.name": "prod", "asset.type": "workload"}}
-    extract.write_pages(storage, "image_scans/runtime", [[record]])
+def test_contract_fields_become_typed_dotted_columns_and_the_record_stays_whole(storage):
+    record = {"resultId": "r1", "mainAssetName": "nginx:1", "vulnTotalBySeverity": {"critical": 2},
+              "scope": {"kubernetes.cluster.name": "prod", "asset.type": "workload"}}
+    store(storage, "image_scans/runtime", [[record]])
 
     raw = read_raw(storage, "image_scans")
 
     row = raw.iloc[0]
-    assert (row["scope.kubernetes.cluster.name"], row["scope.asset.type"]) == ("prod", "workload")
+    assert row["vulnTotalBySeverity.critical"] == 2 and str(raw["vulnTotalBySeverity.critical"].dtype) == "Int64"
+    assert "scope.asset.type" not in raw.columns  # not in the model, so only in _rawData
     assert json.loads(row["_rawData"]) == record
 
 
+def scan(result_id: str) -> dict:
+    return {"resultId": result_id, "pullString": f"acme/{result_id}:1"}
+
+
 def test_partition_and_raw_line_stay_with_their_record_across_pages(storage):
-    pipeline_pages = [[{"resultId": "p1"}, {"resultId": "p2"}], [{"resultId": "p3"}]]
-    extract.write_pages(storage, "image_scans/pipeline", pipeline_pages)
-    extract.write_pages(storage, "image_scans/registry", [[{"resultId": "g1", "vendor": "ecr"}]])
+    pipeline_pages = [[scan("p1"), scan("p2")], [scan("p3")]]
+    store(storage, "image_scans/pipeline", pipeline_pages)
+    store(storage, "image_scans/registry", [[{**scan("g1"), "vendor": "ecr"}]])
 
     raw = read_raw(storage, "image_scans")
 
@@ -167,7 +213,11 @@ def test_text_that_looks_like_a_date_stays_text(storage):
     assert (team["name"], team["description"]) == ("2024-01-01", "2024-06-01T00:00:00Z")
 
 
-def test_a_field_with_a_number_in_one_record_and_text_in_another_still_converts(storage):
-    entities, _ = graph(storage, {"users": [user(1, version=3), user(2, version="4"), user(3)]})
+def test_a_page_written_under_another_contract_is_refused_when_read(storage):
+    store(storage, "teams", [[{"id": 1, "name": "one"}]])
+    [(_, page)] = storage.pages(storage.raw("teams"), ".parquet")
+    frame = pd.read_parquet(io.BytesIO(page.read_bytes())).drop(columns=["version"])
+    page.write_bytes(frame.to_parquet(index=False))
 
-    assert [entity(entities, f"sysdig_user:{n}")["version"] for n in (1, 2, 3)] == [3, 4, None]
+    with pytest.raises(ContractError, match=r"teams: .*part-00000.parquet was not written under the current"):
+        read_raw(storage, "teams")

@@ -1,49 +1,38 @@
 """Extract: one function per Sysdig resource, each streaming API pages into the run's raw folder.
 
-Pages are written as they arrive (one gzip JSON-lines file per page, named by its position in its
-listing so a re-run writes the same files), so memory is bounded by the pages in flight, not by
-the organisation. Records are scrubbed of secrets before they touch storage. Each function empties
+Pages are written as they arrive (one file per page, named by its position in its listing so a
+re-run writes the same files), so memory is bounded by the pages in flight, not by the
+organisation. Every page is scrubbed of secrets and checked against the source contract before it
+touches storage (`raw.py`), and every listing is verified complete (`SysdigHook.iter_pages`); the
+manifest, written last, is what tells later tasks the resource is complete. Each function empties
 its folders first, so re-running a task replaces its output.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
+from sysdig_j1 import raw
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import LEGACY_PAGE, MAX_CURSOR_PAGE, Listing, Page, SysdigHook
 from sysdig_j1.model import RESOURCES
-from sysdig_j1.scrub import scrub
+from sysdig_j1.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
 VM_STAGES = ("runtime", "pipeline", "registry")
 
 
-def save_pages(storage: RunStorage, pages: Iterable[Page]) -> Counter[str]:
+def save_pages(storage: RunStorage, pages: Iterable[Page], scrubber: Scrubber) -> Counter[str]:
     """Write every page under raw/<listing name>/; returns the record count per listing name."""
     counts: Counter[str] = Counter()
-    made: set[str] = set()
     for page in pages:
         counts[page.listing.name] += len(page.records)
-        if not page.records:
-            continue
-        folder = storage.path("raw", *page.listing.name.split("/"))
-        if page.listing.name not in made:
-            folder.mkdir(parents=True, exist_ok=True)
-            made.add(page.listing.name)
-        storage.write_jsonl_gz(folder / f"part-{page.number:05d}.jsonl.gz", (scrub(r) for r in page.records))
+        if page.records:
+            raw.write_page(storage, page.listing.name, page.number, page.records, scrubber, page.listing.path)
     return counts
-
-
-def write_pages(storage: RunStorage, name: str, pages: Iterable[list[dict[str, Any]]]) -> int:
-    """Write already fetched pages (lists of records) under raw/<name>/; returns the record count."""
-    listing = Listing(path="", name=name)
-    return save_pages(storage, (Page(listing, n, records) for n, records in enumerate(pages)))[name]
 
 
 def _manifest(storage: RunStorage, resource: str, records: dict[str, int]) -> dict:
@@ -59,12 +48,13 @@ def missing_resources(storage: RunStorage) -> set[str]:
     return {resource for resource in RESOURCES if not storage.manifest(resource).exists()}
 
 
-def extract_account(hook: SysdigHook, storage: RunStorage) -> dict:
+def extract_account(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     storage.reset(storage.raw("account"))
-    return _manifest(storage, "account", {"account": write_pages(storage, "account", [[hook.current_user()]])})
+    raw.write_page(storage, "account", 0, [hook.current_user()], scrubber, "/api/users/me")
+    return _manifest(storage, "account", {"account": 1})
 
 
-def extract_users(hook: SysdigHook, storage: RunStorage) -> dict:
+def extract_users(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     for resource in ("users", "users_light"):
         storage.reset(storage.raw(resource))
     # The light list adds lastSeenOnSecure, systemRole and products. It is legacy, so if it is
@@ -73,27 +63,28 @@ def extract_users(hook: SysdigHook, storage: RunStorage) -> dict:
         Listing("/platform/v1/users", "users"),
         Listing("/api/v2/users/light", "users_light", items="users", limit=1000, optional=True),
     ]
-    return _manifest(storage, "users", save_pages(storage, hook.iter_pages(listings)))
+    return _manifest(storage, "users", save_pages(storage, hook.iter_pages(listings), scrubber))
 
 
-def extract_teams(hook: SysdigHook, storage: RunStorage) -> dict:
+def extract_teams(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     storage.reset(storage.raw("teams"))
-    return _manifest(storage, "teams", save_pages(storage, hook.iter_pages([Listing("/platform/v1/teams", "teams")])))
+    pages = hook.iter_pages([Listing("/platform/v1/teams", "teams")])
+    return _manifest(storage, "teams", save_pages(storage, pages, scrubber))
 
 
-def extract_team_memberships(hook: SysdigHook, storage: RunStorage) -> dict:
+def extract_team_memberships(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     """One paged listing per team that `extract_teams` stored for this run, admins included."""
-    team_ids = [json.loads(line)["id"] for _, line in storage.iter_jsonl_gz(storage.raw("teams"))]
+    team_ids = raw.read_raw(storage, "teams")["id"].tolist()
     storage.reset(storage.raw("team_memberships"))
     listings = [
         Listing(f"/platform/v1/teams/{team_id}/users", f"team_memberships/{team_id}", params={"withAdminUsers": "true"})
         for team_id in team_ids
     ]
-    counts = save_pages(storage, hook.iter_pages(listings))
+    counts = save_pages(storage, hook.iter_pages(listings), scrubber)
     return _manifest(storage, "team_memberships", {"teams": len(team_ids), "team_memberships": sum(counts.values())})
 
 
-def extract_image_scans(hook: SysdigHook, storage: RunStorage) -> dict:
+def extract_image_scans(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     storage.reset(storage.raw("image_scans"))
     if hook.image_scan_source == "legacy-scanning":
         # Legacy scanning reached end of life on 2024-12-31: a gone or empty answer is a warning.
@@ -105,7 +96,7 @@ def extract_image_scans(hook: SysdigHook, storage: RunStorage) -> dict:
                     limit=MAX_CURSOR_PAGE)
             for stage in VM_STAGES
         ]
-    counts = save_pages(storage, hook.iter_pages(listings))
+    counts = save_pages(storage, hook.iter_pages(listings), scrubber)
     if not sum(counts.values()):
         log.warning("no image scans extracted from %s", ", ".join(listing.path for listing in listings))
     return _manifest(storage, "image_scans", counts)

@@ -10,6 +10,10 @@ A property's value comes from exactly one of:
 - `derive`: the name of a rule in `transform.DERIVATIONS` (values that need logic or context);
 - `constant`: the same value on every object.
 Types: string, integer, number, boolean, timestamp (epoch milliseconds), string[].
+
+The same declarations are the source contract (`contract.py`): each source field's JSON type is
+its property's type, key fields have the type `key_type` gives, fields only a derivation rule
+reads are declared in `reads`, and the sources of required properties must be present.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class Property:
     derive: str | None = None
     constant: object = None
     required: bool = False
+    # Another resource a derivation reads (the team's member count reads the memberships): when it
+    # was not extracted, the property's whole type is kept in JupiterOne as a partial dataset.
+    from_resource: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -50,6 +57,8 @@ class EntityType:
     properties: tuple[Property, ...]
     # Optional second resource merged in by id (left join): (resource, id field, column prefix).
     enrichment: tuple[str, str, str] | None = None
+    key_type: str = "string"  # JSON type of the key field(s) in the API: Sysdig ids are integers
+    reads: tuple[tuple[str, str], ...] = ()  # (source field, type) read only by derivation rules
 
     @property
     def key_sources(self) -> tuple[str, ...]:
@@ -72,6 +81,7 @@ class RelationshipType:
     source_key_field: str | None = None
     target_key_field: str | None = None
     properties: tuple[Property, ...] = field(default_factory=tuple)
+    reads: tuple[tuple[str, str], ...] = ()  # (source field, type) read only by derivation rules
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -99,6 +109,8 @@ ACCOUNT = EntityType(
     cls="Account",
     resource="account",
     key_source="customer.id",
+    key_type="integer",
+    reads=(("customer.name", "string"),),
     description="The Sysdig customer (tenant) the API token belongs to.",
     properties=(
         _p("id", "string", "Sysdig customer id.", source="customer.id", required=True),
@@ -118,6 +130,7 @@ USER = EntityType(
     cls="User",
     resource="users",
     key_source="id",
+    key_type="integer",
     description="A Sysdig user, from /platform/v1/users enriched by /api/v2/users/light.",
     enrichment=("users_light", "id", "light."),
     properties=(
@@ -151,6 +164,7 @@ TEAM = EntityType(
     cls="Team",
     resource="teams",
     key_source="id",
+    key_type="integer",
     description="A Sysdig team, from /platform/v1/teams.",
     properties=(
         _p("id", "string", "Sysdig team id.", source="id", required=True),
@@ -176,7 +190,8 @@ TEAM = EntityType(
            source="additionalTeamPermissions.hasInfrastructureEvents"),
         _p("entryPointModule", "string", "UI module the team lands on.", source="uiSettings.entryPoint.module"),
         _p("theme", "string", "Team colour.", source="uiSettings.theme"),
-        _p("userCount", "integer", "Number of members, counted from the team memberships.", derive="team_user_count"),
+        _p("userCount", "integer", "Number of members, counted from the team memberships.", derive="team_user_count",
+           from_resource="team_memberships"),
         _p("createdOn", "timestamp", "When the team was created.", source="dateCreated"),
         _p("updatedOn", "timestamp", "When the team was last updated.", source="lastUpdated"),
         _p("version", "integer", "Sysdig record version.", source="version"),
@@ -239,6 +254,7 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
             _p("customTeamRoleId", "integer", "Custom team role id, when the member has one.",
                source="customTeamRoleId"),
         ),
+        reads=(("standardTeamRole", "string"),),
     ),
 )
 
@@ -248,8 +264,12 @@ RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "
 
 def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:
     """Entity and relationship types left incomplete when these resources could not be extracted:
-    the resource's own types, plus every relationship type touching an incomplete entity type."""
-    entities = {e.type for e in ENTITIES if e.resource in missing_resources}
+    the resource's own types and types with a property derived from it, plus every relationship
+    type touching an incomplete entity type."""
+    entities = {
+        e.type for e in ENTITIES
+        if e.resource in missing_resources or any(p.from_resource in missing_resources for p in e.properties)
+    }
     relationships = {
         r.type for r in RELATIONSHIPS
         if r.resource in missing_resources or r.source.type in entities or r.target.type in entities

@@ -13,21 +13,26 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from sysdig_j1 import load as loader
 from sysdig_j1 import quality
-from sysdig_j1.extract import missing_resources
+from sysdig_j1.contract import ContractError
+from sysdig_j1.extract import EXTRACTORS, missing_resources
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
-from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
 from sysdig_j1.model import RESOURCES
+from sysdig_j1.scrub import Scrubber
 from sysdig_j1.transform import Context, build_graph
 
 log = logging.getLogger(__name__)
 
 
-def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook) -> dict:
-    """Both connections are complete and the Sysdig token works (cheapest call: /api/users/me)."""
+def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
+    """Everything a run needs, checked before any data moves: the Sysdig token works (cheapest call,
+    /api/users/me), the JupiterOne connection is complete and its region or host known, and the
+    storage URL can be written to and deleted from."""
     try:
         user = sysdig.current_user()
+        jupiterone.base_url  # noqa: B018 - an unknown region or a missing host fails here
         jupiterone.session  # noqa: B018 - builds the session, which checks account id and key are set
     except ApiError as exc:
         if exc.status in (401, 403):
@@ -35,14 +40,31 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook) -> dict:
         raise
     except ValueError as exc:  # unknown region, missing token/key
         raise AirflowFailException(str(exc)) from exc
+    try:
+        storage.probe()
+    except Exception as exc:  # any filesystem's own error: say which setting is wrong
+        raise AirflowFailException(
+            f"the storage URL {storage.base_url!r} (Airflow Variable {STORAGE_VARIABLE}) is not usable: "
+            f"writing and deleting a probe object failed with {type(exc).__name__}: {exc}"
+        ) from exc
     account_id = str(user["customer"]["id"])
-    log.info("Sysdig token accepted: %s, customer %s", sysdig.describe(), account_id)
+    log.info("Sysdig token accepted: %s, customer %s; JupiterOne %s; storage %s",
+             sysdig.describe(), account_id, jupiterone.base_url, storage.base_url)
     return {
         "account_id": account_id,
         "app_url": sysdig.base_url,
         "account_name": sysdig.account_name,
         "region": sysdig.region,
     }
+
+
+def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
+    """Extract one resource, removing both connections' secrets wherever they appear in its records."""
+    scrubber = Scrubber([sysdig.secret, jupiterone.secret])
+    try:
+        return EXTRACTORS[resource](sysdig, storage, scrubber)
+    except ContractError as exc:  # the same records would break the contract again
+        raise AirflowFailException(str(exc)) from exc
 
 
 def transform(storage: RunStorage, config: dict) -> dict:
@@ -130,13 +152,18 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
 
 
 def check_extracts_complete(storage: RunStorage) -> None:
-    """The last task: a run that published partial data must still end failed, so alerts fire."""
+    """The last task: a run that published partial data must still end failed, so alerts fire. Its
+    message says what JupiterOne received, so nobody has to piece that together from other logs."""
     missing = missing_resources(storage)
-    if missing:
-        raise AirflowFailException(
-            f"not extracted in this run: {', '.join(sorted(missing))}. What was extracted was published, "
-            "with partialDatasets so JupiterOne kept its existing objects of the incomplete types."
-        )
+    if not missing:
+        return
+    load_report = storage.path("graph", "load.json")
+    if load_report.exists():
+        kept = storage.read_json(load_report)["partial_types"]
+        published = f"The rest was published; JupiterOne kept its existing objects of {', '.join(kept)} (partialDatasets)."
+    else:
+        published = "Nothing was published to JupiterOne in this run."
+    raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
 
 
 def _read_graph(storage: RunStorage):

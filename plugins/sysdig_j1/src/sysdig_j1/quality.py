@@ -14,7 +14,9 @@ import pandas as pd
 
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, Property
 
-NON_NEGATIVE = ("integer", "number", "timestamp")
+NON_NEGATIVE = ("integer", "number")  # counts, ids, versions; timestamps before 1970 are negative
+# Failures name the offending objects by `_key`, not only by the failing values (often just null).
+RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["_key"], "partial_unexpected_count": 10}
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def validate(entities: pd.DataFrame, relationships: pd.DataFrame) -> dict:
             )
         )
         result = batch_definition.get_batch(batch_parameters={"dataframe": data}).validate(
-            suite, result_format="SUMMARY"
+            suite, result_format=RESULT_FORMAT
         )
         # GX reorders results; (expectation, column) is unique within a slice, so match on it.
         by_check = {(r.expectation_config.type, r.expectation_config.kwargs["column"]): r for r in result.results}
@@ -128,6 +130,7 @@ def _row(check: Check, outcome, column_present: bool) -> dict:
         "unexpected_count": result.get("unexpected_count"),
         "unexpected_percent": result.get("unexpected_percent"),
         "examples": [str(v) for v in (result.get("partial_unexpected_list") or [])[:5]],
+        "keys": [str(row.get("_key")) for row in (result.get("partial_unexpected_index_list") or [])],
         "error": error,
     }
 
@@ -138,7 +141,9 @@ def summary(report: dict) -> str:
     lines = [f"{len(failed)} of {report['evaluated']} data-quality checks failed:"]
     for row in failed:
         detail = row["error"] or (
-            f"{row['unexpected_count']} unexpected ({row['unexpected_percent']:.1f}%), e.g. {row['examples']}"
+            f"{row['unexpected_count']} unexpected ({row['unexpected_percent']:.1f}%) in "
+            f"{', '.join(row['keys'])}{' ...' if row['unexpected_count'] > len(row['keys']) else ''}; "
+            f"values e.g. {row['examples']}"
         )
         lines.append(f"  - {row['check']}: {detail}")
     return "\n".join(lines)

@@ -1,110 +1,107 @@
-"""Reading a resource's raw pages into one flat pandas frame, fast.
+"""Raw pages: each API page stored as one Parquet file, checked against the source contract.
 
-Arrow parses each page in one call (a million records take seconds and hundreds of MB, where
-Python dicts took a minute and gigabytes); nested objects become dotted column names, as
-`pd.json_normalize` names them. Every record keeps its stored line as `_rawData` and its
-sub-folder as `_partition` (e.g. the scan stage).
+A page is scrubbed of secrets and every record is checked against its resource's contract
+(`contract.py`) before anything is written, so storage only ever holds records the transform can
+trust. The file has one typed column per contract field (dotted names, timestamps already in
+epoch milliseconds) and `_rawData`, the scrubbed record as JSON text. Reading a resource back is
+one typed path: Arrow reads every page with the contract's schema, and a page written under
+another contract is refused, naming the file.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 
+from sysdig_j1.contract import Contract, ContractError, contract_for
 from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.scrub import NestedTooDeep, Scrubber
 
-
-def read_raw(storage: RunStorage, resource: str) -> pd.DataFrame:
-    """All raw records of a resource, flattened (nested keys joined by "."), with two extra
-    columns: `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the stored line)."""
-    folder = storage.raw(resource)
-    try:
-        return _read_with_arrow(storage.iter_jsonl_gz_pages(folder))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        # A field that is a number in one record and text in another has no Arrow type, while
-        # pandas keeps it as an object column. Rare, so this path may read the files again.
-        return _read_with_pandas(storage.iter_jsonl_gz(folder))
-
-
-def _read_with_arrow(pages: Iterable[tuple[str, bytes]]) -> pd.DataFrame:
-    """Arrow's readers, one call per page: a million records take seconds and hundreds of MB,
-    where Python dicts took a minute and gigabytes."""
-    partitions, lines, tables = [], [], []
-    for partition, page in pages:
-        page_lines, records = _lines(page), _records(page)
-        if len(page_lines) != records.num_rows:  # would shift every later `_rawData` by a row
-            raise ValueError(f"{partition or 'raw'} page: {len(page_lines)} lines but {records.num_rows} records")
-        partitions.append(pa.repeat(pa.scalar(partition, pa.large_string()), len(page_lines)))
-        lines.append(page_lines)
-        tables.append(records)
-    # "permissive": a field may be null on one page and text on the next, or int and float
-    frame = _flattened(pa.concat_tables(tables, promote_options="permissive")).to_pandas() if tables else pd.DataFrame()
-    text = pa.large_string()
-    return _with_origin(frame, pa.chunked_array(partitions, text), pa.chunked_array(lines, text))
-
-
-def _read_with_pandas(lines: Iterable[tuple[str, str]]) -> pd.DataFrame:
-    partitions, texts = [], []
-    for partition, line in lines:
-        partitions.append(partition)
-        texts.append(line)
-    frame = pd.json_normalize([json.loads(text) for text in texts]) if texts else pd.DataFrame()
-    return _with_origin(frame, partitions, texts)
-
-
-def _with_origin(
-    frame: pd.DataFrame, partitions: pa.ChunkedArray | list[str], lines: pa.ChunkedArray | list[str]
-) -> pd.DataFrame:
-    frame["_partition"] = pd.Series(partitions, dtype="string")
-    frame["_rawData"] = pd.Series(lines, dtype="string")
-    return frame
-
-
-# A JSON line never holds a raw control character (JSON escapes them), so read as CSV with this
-# delimiter and no quoting, every line is one value, exactly as stored.
-_ONE_COLUMN_CSV = {
-    "read_options": pa_csv.ReadOptions(column_names=["line"]),
-    "parse_options": pa_csv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False),
-    "convert_options": pa_csv.ConvertOptions(column_types={"line": pa.large_string()}),
+PAGE_SUFFIX = ".parquet"
+RAW_DATA = pa.field("_rawData", pa.string())
+NULLABLE = {  # keep integers integers when a column has nulls (numpy would make them floats)
+    pa.int64(): pd.Int64Dtype(),
+    pa.float64(): pd.Float64Dtype(),
+    pa.bool_(): pd.BooleanDtype(),
+    pa.string(): pd.StringDtype(),
 }
 
 
-def _lines(page: bytes) -> pa.Array:
-    """The page's lines that hold a record (the JSON reader skips blank ones too), verbatim."""
-    lines = pa_csv.read_csv(pa.BufferReader(page), **_ONE_COLUMN_CSV).column("line").combine_chunks()
-    return lines.filter(pc.invert(pc.utf8_is_space(lines)))  # CSV drops empty lines, not "  "
+def page_schema(contract: Contract) -> pa.Schema:
+    return contract.schema.append(RAW_DATA)
 
 
-def _records(page: bytes) -> pa.Table:
-    """The page's records, nested objects as structs, text kept as text."""
-    whole_page = pa_json.ReadOptions(use_threads=False, block_size=len(page) + 1)  # no record split in two
-    table = pa_json.read_json(pa.BufferReader(page), read_options=whole_page)
-    # The reader turns ISO-8601-looking text into timestamps; read those fields again, as text.
-    text_schema = pa.schema([field.with_type(_timestamps_as_text(field.type)) for field in table.schema])
-    if text_schema.equals(table.schema):
-        return table
-    as_text = pa_json.ParseOptions(explicit_schema=text_schema)
-    return pa_json.read_json(pa.BufferReader(page), read_options=whole_page, parse_options=as_text)
+def encode_page(records: list[Any], contract: Contract, scrubber: Scrubber, where: str) -> bytes:
+    """One page as Parquet bytes; ContractError naming `where`, the record and the field if any
+    record breaks the contract. `where` is e.g. 'users: GET /platform/v1/users page 3'."""
+    columns: dict[str, list] = {name: [] for name in contract.fields}
+    lines = []
+    for position, record in enumerate(records):
+        try:
+            clean = scrubber.record(record)
+            values = contract.values(clean)
+            line = json.dumps(clean, separators=(",", ":"), ensure_ascii=False)
+            line.encode()  # a lone surrogate cannot be stored, uploaded or even logged as UTF-8
+        except (ContractError, NestedTooDeep, UnicodeEncodeError, RecursionError) as exc:
+            problem = _invalid_text(record) if isinstance(exc, UnicodeEncodeError) else str(exc)
+            raise ContractError(scrubber.text(
+                f"{where}, record {position} ({contract.identify(record)}) breaks the source contract: {problem}"
+            )) from None
+        for name, value in values.items():
+            columns[name].append(value)
+        lines.append(line)
+    table = pa.table({**columns, RAW_DATA.name: lines}, schema=page_schema(contract))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
 
-def _timestamps_as_text(type_: pa.DataType) -> pa.DataType:
-    if pa.types.is_timestamp(type_):
-        return pa.string()
-    if pa.types.is_struct(type_):
-        return pa.struct([field.with_type(_timestamps_as_text(field.type)) for field in type_])
-    if pa.types.is_list(type_):
-        return pa.list_(_timestamps_as_text(type_.value_type))
-    return type_
+def _invalid_text(value: Any, path: str = "") -> str | None:
+    """Which field holds text that is not valid UTF-8 (a lone surrogate); only called once the
+    record failed to encode, and the scrubber has already bounded its depth."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"field {path.lstrip('.') or '(the record)'!r} holds text that is not valid Unicode (a lone surrogate)"
+        return None
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _invalid_text(child, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")
+        if found or (isinstance(key, str) and (found := _invalid_text(key, f"{path} key {key!r}"))):
+            return found
+    return None
 
 
-def _flattened(records: pa.Table) -> pa.Table:
-    """{"a": {"b": 1}} -> column "a.b", as json_normalize names it; an empty object vanishes."""
-    while any(pa.types.is_struct(field.type) for field in records.schema):
-        records = records.flatten()
-    return records
+def write_page(storage: RunStorage, listing: str, number: int, records: list[Any], scrubber: Scrubber,
+               endpoint: str) -> None:
+    """Store page `number` of a listing under raw/<listing>/ (listing 'image_scans/runtime' is the
+    runtime stage of resource image_scans); the name is its position, so re-runs overwrite it."""
+    resource = listing.split("/")[0]
+    where = f"{resource}: GET {endpoint} page {number}"
+    data = encode_page(records, contract_for(resource), scrubber, where)
+    folder = storage.path("raw", *listing.split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"part-{number:05d}{PAGE_SUFFIX}").write_bytes(data)
+
+
+def read_raw(storage: RunStorage, resource: str) -> pd.DataFrame:
+    """All stored records of a resource as one frame of its contract's typed columns, plus
+    `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the scrubbed record)."""
+    schema = page_schema(contract_for(resource))
+    tables, partitions = [], []
+    for partition, path in storage.pages(storage.raw(resource), PAGE_SUFFIX):
+        table = pq.read_table(pa.BufferReader(path.read_bytes()))
+        if not table.schema.equals(schema):
+            raise ContractError(f"{resource}: {path} was not written under the current source contract; "
+                                "re-run the resource's extract task")
+        tables.append(table)
+        partitions.append(pa.repeat(pa.scalar(partition), table.num_rows))
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    frame = table.to_pandas(types_mapper=NULLABLE.get)
+    frame["_partition"] = pd.Series(pa.chunked_array(partitions, pa.string()), dtype=pd.StringDtype())
+    return frame

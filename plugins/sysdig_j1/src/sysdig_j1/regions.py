@@ -25,12 +25,13 @@ JUPITERONE_REGIONS: dict[str, str] = {
 }
 
 
-def base_url(table: dict[str, str], region: str, host: str | None, service: str) -> str:
-    """The explicit host override wins; otherwise the region must be a known one."""
+def base_url(table: dict[str, str], region: str | None, host: str | None, service: str) -> str:
+    """The explicit host override wins, but a region that is set must be a known one either way."""
+    if region is not None and region not in table:
+        known = ", ".join(table)
+        raise ValueError(f"unknown {service} region {region!r}; expected one of: {known}")
     if host:
         return host.rstrip("/") if "://" in host else f"https://{host.rstrip('/')}"
-    try:
-        return table[region]
-    except KeyError:
-        known = ", ".join(table)
-        raise ValueError(f"unknown {service} region {region!r}; expected one of: {known}") from None
+    if region is None:
+        raise ValueError(f"no {service} region and no host set")
+    return table[region]

@@ -1,28 +1,85 @@
-"""Remove secrets from Sysdig records before they are stored anywhere.
+"""Remove secrets from Sysdig records and from any text before it is stored, logged or raised.
 
-`/api/users/me` returns the agent access key, the customer access key and an Intercom hash next to
-harmless profile data; none of it may reach object storage, logs or JupiterOne's `_rawData`.
+Three kinds of secret are removed:
+- by key: any field whose name looks like a credential (`accessKey`, `api-key`, `pwd`, `Cookie`,
+  `X-Auth-Token`, ...) is dropped with its whole value, wherever it is nested;
+- by value: the connection's own secrets (the Sysdig token, the JupiterOne key), wherever they
+  appear inside a string, and values that are plainly credentials (`Bearer ...`, JWTs, PEM
+  private keys) are replaced with `***`;
+- by depth: a record nested deeper than `MAX_DEPTH` is refused, so scrubbing never recurses
+  without bound (no real API record comes close).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-SECRET_KEYS = frozenset({"accessKey", "agentInstallParams", "intercomUserIdHash"})
-# Anything that looks like a credential by name, wherever it is nested.
-TOKEN_LIKE = re.compile(r"(token|secret|passw|api_?key|access_?key|private_?key|credential)", re.IGNORECASE)
+REDACTED = "***"
+MAX_DEPTH = 32
+MIN_SECRET_LENGTH = 5  # as Airflow's masker: shorter values would redact ordinary words
+
+# Key names are compared lower-cased with everything but letters and digits removed, so
+# `api-key`, `API_KEY` and `apiKey` are one spelling.
+SECRET_KEY_WORDS = (
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "accesskey", "privatekey",
+    "sshkey", "credential", "authorization", "authheader", "bearer", "cookie", "sessionid", "jwt",
+    "agentinstallparams", "intercomuseridhash",
+)
+CREDENTIAL_VALUES = re.compile(
+    r"\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"  # an Authorization header value
+    r"|\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # a JWT (base64 of '{"')
+    r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+class NestedTooDeep(ValueError):
+    """A record nests objects or arrays deeper than MAX_DEPTH; `path` says where."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"nested deeper than {MAX_DEPTH} levels")
+        self.path = path
 
 
 @lru_cache(maxsize=8192)  # the same few keys repeat in every record
 def is_secret(key: str) -> bool:
-    return key in SECRET_KEYS or TOKEN_LIKE.search(key) is not None
+    normalised = re.sub(r"[^a-z0-9]", "", key.lower())
+    return any(word in normalised for word in SECRET_KEY_WORDS)
 
 
-def scrub(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if not is_secret(k)}
-    if isinstance(value, list):
-        return [scrub(v) for v in value]
-    return value
+class Scrubber:
+    """Scrubs records and text of one connection's secrets (and of credential-looking values)."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self.secrets = tuple(sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
+        known = "|".join(re.escape(s) for s in self.secrets)
+        self._values = re.compile(f"{known}|{CREDENTIAL_VALUES.pattern}" if known else CREDENTIAL_VALUES.pattern,
+                                  CREDENTIAL_VALUES.flags)
+
+    def text(self, value: str) -> str:
+        """`value` with every secret in it replaced by ***."""
+        return self._values.sub(REDACTED, value)
+
+    def record(self, value: Any, depth: int = 0) -> Any:
+        """A copy of a decoded JSON value without secret keys or secret values."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+            raise NestedTooDeep("")
+        if isinstance(value, dict):
+            return {k: self._child(k, v, depth) for k, v in value.items()
+                    if not is_secret(k) and not self._values.search(k)}
+        if isinstance(value, list):
+            return [self._child(n, v, depth) for n, v in enumerate(value)]
+        return value
+
+    def _child(self, name: str | int, value: Any, depth: int) -> Any:
+        try:
+            return self.record(value, depth + 1)
+        except NestedTooDeep as exc:  # the path is only built on the way out of a failure
+            exc.path = (f"[{name}]" if isinstance(name, int) else f".{name}") + exc.path
+            exc.args = (f"nested deeper than {MAX_DEPTH} levels at {exc.path.lstrip('.')}",)
+            raise

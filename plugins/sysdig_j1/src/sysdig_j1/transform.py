@@ -1,8 +1,10 @@
 """Transform: raw Sysdig records -> one JupiterOne entity frame and one relationship frame.
 
 Driven entirely by `model.py`: for each declared type the generic code below reads the type's raw
-resource, resolves each property from its source column(s), derivation or constant, and converts
-it to the declared type. Only the few rules that need logic live here, in `DERIVATIONS`.
+resource, resolves each property from its source column(s), derivation or constant, and casts it
+to the declared type. Raw columns arrive already typed by the source contract (`raw.py`), so a cast
+never has to guess: nothing is coerced, nothing becomes null on the way. Only the few rules that
+need logic live here, in `DERIVATIONS`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,6 @@ from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType, partial_types
 from sysdig_j1.raw import read_raw
 
-# Epoch values below this are seconds (legacy scanning), above it milliseconds: 1e11 s is the
-# year 5138 and 1e11 ms is 1973, so real timestamps never fall on the wrong side.
-SECONDS_CUTOFF = 100_000_000_000
 PULL_STRING = re.compile(
     r"^(?:(?P<registry>[^/]+\.[^/]+|[^/]+:\d+|localhost)/)?(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.+)?$"
 )
@@ -61,24 +60,17 @@ def as_string(series: pd.Series) -> pd.Series:
     return series.astype("string")
 
 
-def as_epoch_ms(series: pd.Series) -> pd.Series:
-    numbers = pd.to_numeric(series, errors="coerce")
-    if numbers.notna().sum() == series.notna().sum():  # already epoch numbers
-        return numbers.where(numbers >= SECONDS_CUTOFF, numbers * 1000).round().astype("Int64")
-    parsed = pd.to_datetime(series, utc=True, errors="coerce", format="ISO8601")
-    return ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).astype("Int64")
-
-
 def as_string_list(series: pd.Series) -> pd.Series:
     return series.map(lambda v: [str(x) for x in v] if isinstance(v, (list, tuple, np.ndarray)) else None)
 
 
+# Raw columns are typed by the source contract (timestamps already epoch ms), so these are casts.
 CONVERTERS: dict[str, Callable[[pd.Series], pd.Series]] = {
     "string": as_string,
-    "integer": lambda s: pd.to_numeric(s, errors="coerce").astype("Int64"),
-    "number": lambda s: pd.to_numeric(s, errors="coerce").astype("Float64"),
+    "integer": lambda s: s.astype("Int64"),
+    "number": lambda s: s.astype("Float64"),
     "boolean": lambda s: s.astype("boolean"),
-    "timestamp": as_epoch_ms,
+    "timestamp": lambda s: s.astype("Int64"),
     "string[]": as_string_list,
 }
 
@@ -107,8 +99,6 @@ def _user_web_link(raw: pd.DataFrame, ctx: Context) -> pd.Series:
 
 
 def _team_user_count(raw: pd.DataFrame, ctx: Context) -> pd.Series:
-    if "team_memberships" in ctx.missing:  # unknown, not zero
-        return pd.Series(pd.NA, index=raw.index, dtype="Int64")
     members = ctx.frame("team_memberships")
     counts = column(members, "teamId").value_counts()
     return column(raw, "id").map(counts).fillna(0)

@@ -6,7 +6,14 @@ timestamps, and the recorded text/plain 401. Faults (latency, rate limiting, 503
 truncated responses, slow answers) can be set per start or changed at runtime through
 `POST /_emulator/faults`, so the client's failure handling is tested over a real socket.
 
+An integrity scenario (`Faults.scenario`, one of `SCENARIOS`) makes one or two routes misbehave
+the way a faulty server does: pages that silently drop rows or never end, cursors that loop,
+records of the wrong type or shape, odd dates, secrets echoed back in values, a redirect. Each is
+a small rewrite of a record or a response, looked up by (scenario, route) in `_RECORD_REWRITES`
+or `_RESPONSE_REWRITES`; every other route answers as usual.
+
 Run: python -m sysdig_j1.emulators.sysdig --port 8801 --users 30 --teams 4 --seed 7
+     [--scenario cursor_loop] [--canaries s3cret ...] [--redirect-to http://host:port]
 """
 
 from __future__ import annotations
@@ -23,23 +30,37 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
-from sysdig_j1.emulators.http import Emulator, Request, Response
+from sysdig_j1.emulators.http import Emulator, Handler, Request, Response
 from sysdig_j1.emulators.sysdig_org import STAGES, OrgSpec, SysdigOrg, page
 
 USERS_LIGHT_MODES = ("ok", "missing", "gone")
 LEGACY_SCANNING_MODES = ("ok", "gone", "empty")
+SCENARIOS = (
+    "short_member_pages", "changing_total", "cursor_loop", "endless_empty", "endless_pages",
+    "string_user_id", "bool_as_text", "data_not_list", "item_not_object", "body_not_object",
+    "deep_nesting", "lone_surrogate", "mixed_dates", "pre_1970_date", "bad_date", "echo_token",
+    "nested_secrets", "error_echo", "redirect",
+)
 _MAX_OFFSET = 2_147_483_647
 _MAX_CURSOR_CHARS = 300
 _RATE_WINDOW_SECONDS = 60
 _STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 410: "gone",
                  429: "too_many_requests", 503: "service_unavailable"}
+# the routes scenarios rewrite (route patterns, as registered)
+_USERS = "/platform/v1/users"
+_TEAMS = "/platform/v1/teams"
+_TEAM_USERS = r"/platform/v1/teams/(?P<team_id>[^/]+)/users"
+_RUNTIME_RESULTS = "/secure/vulnerability/v1/runtime-results"
+_ME = "/api/users/me"
 
 
 @dataclass(frozen=True)
 class Faults:
-    """Misbehaviour applied to every Sysdig route (never to the `/_emulator` control routes)."""
+    """Misbehaviour applied to the Sysdig routes (never to the `/_emulator` control routes)."""
 
     latency: float = 0.0  # seconds added to every response
     jitter: float = 0.0  # plus a uniform 0..jitter seconds
@@ -51,8 +72,18 @@ class Faults:
     slow_seconds: float = 5.0
     truncate_rate: float = 0.0  # fraction whose body is cut in half
     fail_path: str | None = None  # requests whose path starts with this always answer 500
+    scenario: str | None = None  # one of SCENARIOS: the routes it names misbehave that way
+    canaries: tuple[str, ...] = ()  # secrets the echo scenarios plant besides the token
+    redirect_to: str | None = None  # base URL of the redirect scenario's Location
 
     def __post_init__(self) -> None:
+        if self.scenario is not None and self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {SCENARIOS}")
+        if isinstance(self.canaries, str) or not all(isinstance(c, str) for c in self.canaries):
+            raise ValueError("canaries must be a list of strings")
+        object.__setattr__(self, "canaries", tuple(self.canaries))  # JSON and argparse give lists
+        if self.redirect_to is not None and not re.match(r"https?://", str(self.redirect_to)):
+            raise ValueError("redirect_to must be an http(s) URL")
         for name in ("error_rate", "drop_rate", "slow_rate", "truncate_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -173,6 +204,188 @@ class _RateLimiter:
         return admitted, headers
 
 
+# -- integrity scenarios ---------------------------------------------------------------------
+# A record rewrite gets (emulator, org index, record) and returns the item served in its place;
+# a response rewrite gets (emulator, request, handler) and answers instead of the handler.
+RecordRewrite = Callable[["SysdigEmulator", int, dict[str, Any]], Any]
+ResponseRewrite = Callable[["SysdigEmulator", Request, Handler], Response]
+
+_SHORT_PAGE_ROWS = 5
+_DEFAULT_REDIRECT = "http://127.0.0.1:9/"  # nothing listens on the discard port
+_SECRET_KEYS = ("access-key", "API_KEY", "pwd", "passphrase", "Authorization", "bearer", "sshKey",
+                "client_secret", "Cookie", "session-id", "privateKey")
+_CANARY_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJDQU5BUlkifQ.c2lnbmF0dXJlLWNhbmFyeQ"
+_CANARY_PEM = "-----BEGIN PRIVATE KEY-----\nCANARYPEMBODY\n-----END PRIVATE KEY-----"
+# valid cursors, so the usual cursor checks pass; the loop serves the first page for both
+_LOOP_CURSORS = (encode_cursor("runtime", 1), encode_cursor("runtime", 2))
+
+
+def nested_secret_canaries(users: int) -> set[str]:
+    """The literal canaries nested_secrets plants in an org of `users` users (besides
+    `Faults.canaries`), for tests to search what a client stored or logged."""
+    return {*(f"CANARY-user-{i}" for i in range(users)), "CANARY-me-0", _CANARY_JWT,
+            "CANARYPEMBODY"}
+
+
+def _only(index: int, rewrite: RecordRewrite) -> RecordRewrite:
+    return lambda emulator, i, record: rewrite(emulator, i, record) if i == index else record
+
+
+def _set(**fields: Any) -> RecordRewrite:
+    return lambda emulator, i, record: {**record, **fields}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """{"a": {"a": ... 1}}, `depth` objects deep."""
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _epoch_seconds(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp())
+
+
+def _mixed_dates(emulator: SysdigEmulator, i: int, record: dict[str, Any]) -> dict[str, Any]:
+    """The same instant as ISO text, epoch seconds or epoch milliseconds, by i % 3."""
+    seconds = _epoch_seconds(record["dateCreated"])
+    return {**record, "dateCreated": (record["dateCreated"], seconds, seconds * 1000)[i % 3]}
+
+
+def _echo_in_description(emulator: SysdigEmulator, j: int, record: dict[str, Any]
+                         ) -> dict[str, Any]:
+    words = (f"ask {emulator.token} for access", *emulator.faults.canaries)
+    return {**record, "description": " ".join(words)}
+
+
+def _echo_in_workload(emulator: SysdigEmulator, k: int, record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "scope": {**record["scope"],
+                                "kubernetes.workload.name": f"svc-{emulator.token}"}}
+
+
+def _secret_profile(kind: str) -> RecordRewrite:
+    """A "profile" of secret-looking keys nested in the record, each holding its own canary."""
+    def rewrite(emulator: SysdigEmulator, i: int, record: dict[str, Any]) -> dict[str, Any]:
+        canary = f"CANARY-{kind}-{i}"
+        profile: dict[str, Any] = dict.fromkeys(_SECRET_KEYS, canary)
+        profile.update(items=[{"X-Auth-Token": canary}], note=f"Bearer {canary}",
+                       jwt=_CANARY_JWT, pem=_CANARY_PEM)
+        if emulator.faults.canaries:
+            profile["password"] = " ".join(emulator.faults.canaries)
+        return {**record, "profile": profile}
+
+    return rewrite
+
+
+def _short_pages(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """Rows silently dropped: page.total and page.next still describe a full page."""
+    response = handler(request)
+    response.body["data"] = response.body["data"][:_SHORT_PAGE_ROWS]
+    return response
+
+
+def _changing_total(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """page.total grows by one with every answer, so no two pages agree on it."""
+    response = handler(request)
+    response.body["page"]["total"] += emulator._count_scenario_request()
+    return response
+
+
+def _first_page(request: Request, handler: Handler) -> Response:
+    """The first page, whatever the cursor (which must still be valid, as usual)."""
+    if request.query.get("cursor"):
+        _decode_cursor(request.query["cursor"], "runtime")
+    query = {name: value for name, value in request.query.items() if name != "cursor"}
+    return handler(dataclasses.replace(request, query=query))
+
+
+def _fresh_cursor(emulator: SysdigEmulator, body: dict[str, Any]) -> str:
+    """A cursor no earlier answer gave (past the end, so it is valid but points at nothing)."""
+    return encode_cursor("runtime", body["page"]["total"] + emulator._count_scenario_request())
+
+
+def _cursor_loop(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """No cursor -> A, A -> B, B -> A: the first page forever."""
+    response = _first_page(request, handler)
+    first, second = _LOOP_CURSORS
+    response.body["page"]["next"] = second if request.query.get("cursor") == first else first
+    return response
+
+
+def _endless_empty(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    response = handler(request)
+    if request.query.get("cursor"):
+        response.body["data"] = []
+    response.body["page"]["next"] = _fresh_cursor(emulator, response.body)
+    return response
+
+
+def _endless_pages(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """The first page replayed under ever new cursors."""
+    response = _first_page(request, handler)
+    response.body["page"]["next"] = _fresh_cursor(emulator, response.body)
+    return response
+
+
+def _data_as_object(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    response = handler(request)
+    response.body["data"] = {str(n): item for n, item in enumerate(response.body["data"])}
+    return response
+
+
+def _body_as_array(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    response = handler(request)
+    response.body = response.body["data"]
+    return response
+
+
+def _error_echo(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """A 400 whose message and details quote the caller's credentials back."""
+    return Response(400, {"type": "bad_request",
+                          "message": f"Invalid parameter 'limit' for token {emulator.token}",
+                          "details": [f"Authorization: Bearer {emulator.token}",
+                                      *emulator.faults.canaries]})
+
+
+def _redirect(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    base = (emulator.faults.redirect_to or _DEFAULT_REDIRECT).rstrip("/")
+    # rebuilt from the parsed query (the server keeps no raw copy): same parameters and order
+    query = f"?{urlencode(request.query)}" if request.query else ""
+    return Response(302, b"", headers={"Location": base + request.path + query})
+
+
+_RECORD_REWRITES: dict[tuple[str, str], RecordRewrite] = {
+    ("string_user_id", _USERS): _only(5, _set(id="abc")),
+    ("bool_as_text", _USERS): _only(4, _set(isAdmin="true")),
+    ("item_not_object", _USERS): _only(3, lambda e, i, user: [str(user["id"]), user["email"]]),
+    ("deep_nesting", _USERS): _only(2, _set(preferences=_nested(500))),
+    ("lone_surrogate", _USERS): _only(7, _set(lastName="Lovelace\ud800")),
+    ("mixed_dates", _USERS): _mixed_dates,
+    ("mixed_dates", _TEAMS): _only(1, lambda e, j, team: {
+        **team, "dateCreated": _epoch_seconds(team["dateCreated"]) * 1000}),
+    ("pre_1970_date", _USERS): _only(8, _set(dateCreated="1960-05-01T00:00:00Z")),
+    ("bad_date", _USERS): _only(9, _set(dateCreated="yesterday-ish")),
+    ("echo_token", _USERS): _only(3, lambda e, i, user: {**user, "lastName": e.token}),
+    ("echo_token", _TEAMS): _only(2, _echo_in_description),
+    ("echo_token", _RUNTIME_RESULTS): _echo_in_workload,
+    ("echo_token", _ME): lambda e, i, user: {**user, "notes": e.token},
+    ("nested_secrets", _USERS): _secret_profile("user"),
+    ("nested_secrets", _ME): _secret_profile("me"),
+}
+_RESPONSE_REWRITES: dict[tuple[str, str], ResponseRewrite] = {
+    ("short_member_pages", _TEAM_USERS): _short_pages,
+    ("changing_total", _USERS): _changing_total,
+    ("cursor_loop", _RUNTIME_RESULTS): _cursor_loop,
+    ("endless_empty", _RUNTIME_RESULTS): _endless_empty,
+    ("endless_pages", _RUNTIME_RESULTS): _endless_pages,
+    ("data_not_list", _TEAMS): _data_as_object,
+    ("body_not_object", _TEAMS): _body_as_array,
+    ("error_echo", _TEAMS): _error_echo,
+    ("redirect", _USERS): _redirect,
+}
+
+
 class SysdigEmulator(Emulator):
     def __init__(self, org: OrgSpec = OrgSpec(), token: str = "emulator-token",
                  users_light: str = "ok", legacy_scanning: str = "ok", **faults: Any) -> None:
@@ -193,23 +406,25 @@ class SysdigEmulator(Emulator):
     # -- routes ----------------------------------------------------------------------------
     def _register_sysdig_routes(self) -> None:
         public = {
-            "/platform/v1/users": self._users,
-            "/platform/v1/teams": self._teams,
-            r"/platform/v1/teams/(?P<team_id>[^/]+)/users": self._team_users,
+            _USERS: self._users,
+            _TEAMS: self._teams,
+            _TEAM_USERS: self._team_users,
             **{f"/secure/vulnerability/v1/{stage}-results": self._stage_handler(stage)
                for stage in STAGES},
         }
         legacy = {
-            "/api/users/me": self._me,
+            _ME: self._me,
             r"/api/users/(?P<user_id>[^/]+)": self._legacy_user,
             "/api/v2/users/light": self._light_users,
             "/api/v2/teams/light": self._light_teams,
             "/api/scanning/v1/resultsDirect": self._results_direct,
         }
         for pattern, handler in public.items():
-            self.route("GET", pattern, self._guarded(handler, legacy=False))
+            self.route("GET", pattern,
+                       self._guarded(self._scenario(pattern, handler), legacy=False))
         for pattern, handler in legacy.items():
-            self.route("GET", pattern, self._guarded(handler, legacy=True))
+            self.route("GET", pattern,
+                       self._guarded(self._scenario(pattern, handler), legacy=True))
 
     def _register_control_routes(self) -> None:
         self.route("POST", r"/_emulator/users/(?P<user_id>[^/]+)/remove", self._remove_user)
@@ -274,11 +489,36 @@ class SysdigEmulator(Emulator):
             render = _legacy_error if legacy else _public_error
             return render(error.status, error.message)
 
+    # -- integrity scenarios (inside the auth check: an unauthorised caller gets the usual 401) -
+    def _scenario(self, route: str, handler: Handler) -> Handler:
+        """The handler, or the response rewrite the scenario in force has for this route."""
+        def handle(request: Request) -> Response:
+            rewrite = _RESPONSE_REWRITES.get((self.faults.scenario, route))
+            return handler(request) if rewrite is None else rewrite(self, request, handler)
+
+        return handle
+
+    def _renderer(self, route: str, render: Callable[[int], dict[str, Any]]
+                  ) -> Callable[[int], Any]:
+        """render, followed by the record rewrite the scenario in force has for this route."""
+        rewrite = _RECORD_REWRITES.get((self.faults.scenario, route))
+        if rewrite is None:
+            return render
+        return lambda index: rewrite(self, index, render(index))
+
+    def _count_scenario_request(self) -> int:
+        """How many requests the scenario counted before this one (restarts with the faults)."""
+        with self._state_lock:
+            self._scenario_requests += 1
+            return self._scenario_requests - 1
+
     def _set_faults(self, faults: Faults) -> None:
-        """Install faults and restart their RNGs and rate windows, so a run is reproducible."""
+        """Install faults and restart their RNGs, rate windows and scenario counter, so a run is
+        reproducible."""
         seed = self.org.spec.seed
         with self._state_lock:
             self._faults = faults
+            self._scenario_requests = 0
             self._fault_rng = random.Random(f"{seed}:faults")
             self._jitter_rng = random.Random(f"{seed}:jitter")
             self._rate_limiter = (_RateLimiter(faults.rate_limit_per_minute, faults.rate_limit_window)
@@ -291,11 +531,13 @@ class SysdigEmulator(Emulator):
     # -- public API: users, teams, memberships -----------------------------------------------
     def _users(self, request: Request) -> Response:
         offset, limit = _offset_and_limit(request, max_limit=200, default_limit=25)
-        return Response(body=_offset_page(self.org.users(), offset, limit, self.org.public_user))
+        return Response(body=_offset_page(self.org.users(), offset, limit,
+                                          self._renderer(_USERS, self.org.public_user)))
 
     def _teams(self, request: Request) -> Response:
         offset, limit = _offset_and_limit(request, max_limit=200, default_limit=25)
-        return Response(body=_offset_page(self.org.teams(), offset, limit, self.org.public_team))
+        return Response(body=_offset_page(self.org.teams(), offset, limit,
+                                          self._renderer(_TEAMS, self.org.public_team)))
 
     def _team_users(self, request: Request) -> Response:
         j = self._team_index(request.params["team_id"])
@@ -313,6 +555,8 @@ class SysdigEmulator(Emulator):
 
     # -- public API: vulnerability management ------------------------------------------------
     def _stage_handler(self, stage: str) -> Callable[[Request], Response]:
+        route = f"/secure/vulnerability/v1/{stage}-results"
+
         def stage_results(request: Request) -> Response:
             cursor = request.query.get("cursor")
             offset = _decode_cursor(cursor, stage) if cursor else 0
@@ -321,7 +565,8 @@ class SysdigEmulator(Emulator):
             page_info: dict[str, Any] = {"total": len(scans)}
             if offset + limit < len(scans):  # no cursor means "last page" (per the spec)
                 page_info["next"] = encode_cursor(stage, offset + limit)
-            data = [self.org.stage_result(stage, k) for k in page(scans, offset, limit)]
+            render = self._renderer(route, lambda k: self.org.stage_result(stage, k))
+            data = [render(k) for k in page(scans, offset, limit)]
             return Response(body={"page": page_info, "data": data})
 
         return stage_results
@@ -330,7 +575,7 @@ class SysdigEmulator(Emulator):
     def _me(self, request: Request) -> Response:
         if not self.org.spec.users:  # an organisation without users has no token holder
             return _legacy_unauthorized()
-        return Response(body={"user": self.org.legacy_user(0)})
+        return Response(body={"user": self._renderer(_ME, self.org.legacy_user)(0)})
 
     def _legacy_user(self, request: Request) -> Response:
         raw_id = request.params["user_id"]
@@ -416,10 +661,15 @@ def _parser() -> argparse.ArgumentParser:
                             default=getattr(defaults, field.name))
     parser.add_argument("--users-light", choices=USERS_LIGHT_MODES, default="ok")
     parser.add_argument("--legacy-scanning", choices=LEGACY_SCANNING_MODES, default="ok")
+    options: dict[str, dict[str, Any]] = {  # any other fault is a float
+        "rate_limit_per_minute": {"type": int}, "fail_path": {"type": str},
+        "scenario": {"choices": SCENARIOS}, "canaries": {"nargs": "*", "metavar": "CANARY"},
+        "redirect_to": {"type": str},
+    }
     for field in dataclasses.fields(Faults):
-        kind = {"rate_limit_per_minute": int, "fail_path": str}.get(field.name, float)
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind,
-                            default=getattr(fault_defaults, field.name))
+        parser.add_argument(f"--{field.name.replace('_', '-')}",
+                            default=getattr(fault_defaults, field.name),
+                            **options.get(field.name, {"type": float}))
     return parser
 
 

@@ -3,7 +3,9 @@ gate, a hard bound on concurrent requests, bounded concurrent crawling, and erro
 
 Retries cover 429 (honouring Retry-After, capped), 5xx, connection errors and read timeouts, with
 exponential backoff and jitter. 4xx other than 429 are never retried: a bad token or a missing
-resource does not get better by asking again.
+resource does not get better by asking again. Redirects are never followed: an API that answers
+with another host's data is a surprise, not an answer. Error messages quote the server, so they
+are scrubbed of the connection's secret (servers echo tokens) before anything raises or logs them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import cached_property
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from sysdig_j1.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
@@ -175,19 +181,38 @@ class ApiHook(BaseHook):
 
     base_url: str
     session: requests.Session
+    @cached_property
+    def secret(self) -> str:
+        """The API credential (the password field), registered with Airflow's masker so that no
+        log line shows it."""
+        if not self.connection.password:
+            raise ValueError(f"connection {self.conn_id!r} has no API credential (password field)")
+        mask_secret(self.connection.password)
+        return self.connection.password
+
+    @cached_property
+    def scrubber(self) -> Scrubber:
+        """Removes this connection's secret (and credential-looking text) from server messages."""
+        return Scrubber([self.connection.password])
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         with self._slots:
             self.rate_limit.acquire()
             response = None
             try:
-                response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout, **kwargs)
+                response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout,
+                                                allow_redirects=False, **kwargs)
             except requests.RequestException as exc:
-                raise ApiError(self.service, method, path, None, f"{type(exc).__name__}: {exc}") from exc
+                raise self._error(method, path, None, f"{type(exc).__name__}: {exc}") from None
             finally:
                 self.rate_limit.release(response.headers if response is not None else None)
+        if response.is_redirect:
+            target = urlsplit(response.headers["location"])
+            raise self._error(method, path, response.status_code,
+                              f"redirect to {target.scheme}://{target.netloc} refused; the API does not redirect, "
+                              "so check the connection's host")
         if not response.ok:
-            raise ApiError(self.service, method, path, response.status_code, error_message(response))
+            raise self._error(method, path, response.status_code, error_message(response))
         return response
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -195,7 +220,12 @@ class ApiHook(BaseHook):
         try:
             return response.json()
         except ValueError as exc:  # e.g. a body cut off mid-way
-            raise ApiError(self.service, method, path, response.status_code, f"invalid JSON body: {exc}") from exc
+            raise self._error(method, path, response.status_code, f"invalid JSON body: {exc}") from None
+        except RecursionError:
+            raise self._error(method, path, response.status_code, "invalid JSON body: nested too deeply") from None
+
+    def _error(self, method: str, path: str, status: int | None, message: str) -> ApiError:
+        return ApiError(self.service, method, path, status, self.scrubber.text(message))
 
     def crawl(self, start: Iterable[W], fetch: Callable[[W], tuple[R, list[W]]]) -> Iterator[R]:
         """Run `fetch` on up to `max_concurrency` work items at once; each call returns a result

@@ -40,8 +40,9 @@ class JupiterOneHook(ApiHook):
 
     @cached_property
     def base_url(self) -> str:
-        region = self.extra.get("region") or "us"
-        return base_url(JUPITERONE_REGIONS, region, self.connection.host, "JupiterOne")
+        host = self.connection.host
+        region = self.extra.get("region") or (None if host else "us")
+        return base_url(JUPITERONE_REGIONS, region, host, "JupiterOne")
 
     @property
     def integration_instance_id(self) -> str | None:
@@ -49,9 +50,9 @@ class JupiterOneHook(ApiHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        account, key = self.connection.login, self.connection.password
-        if not account or not key:
-            raise ValueError(f"connection {self.conn_id!r} needs the account id (login) and API key")
+        account, key = self.connection.login, self.secret
+        if not account:
+            raise ValueError(f"connection {self.conn_id!r} needs the account id (login)")
         # Create, finalize and abort are not safe to repeat blindly, but a 429/503 answer means the
         # request was not processed, so retrying POSTs on those statuses is sound.
         return make_session(

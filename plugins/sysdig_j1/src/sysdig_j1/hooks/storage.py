@@ -7,11 +7,10 @@ folder (`file://...`, the default) or `s3://...` / `gs://...` with the matching 
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +26,7 @@ def default_storage_url() -> str:
 
 class RunStorage:
     def __init__(self, base_url: str, dag_id: str, run_id: str) -> None:
+        self.base_url = base_url
         self.root = ObjectStoragePath(base_url) / dag_id / _safe(run_id)
 
     @classmethod
@@ -52,6 +52,16 @@ class RunStorage:
         """What the last successful publish of a scope sent (kept next to the runs, not in one)."""
         return self.root.parent / "_published" / f"{_safe(scope)}.json"
 
+    def probe(self) -> None:
+        """Write, read back and delete a small object in the run's folder; raises the storage's own
+        error (a bad scheme, an unknown host, missing credentials) if the URL is not usable."""
+        probe = self.path("_probe")
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"probe")
+        if probe.read_bytes() != b"probe":
+            raise OSError(f"{probe} did not read back what was written")
+        probe.unlink()
+
     def reset(self, folder: ObjectStoragePath) -> ObjectStoragePath:
         """Empty a task's output folder so a re-run replaces, never appends to, what it wrote."""
         if folder.exists():
@@ -59,35 +69,15 @@ class RunStorage:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    # -- raw records: gzip-compressed JSON lines, one file per API page ----------------------
     @staticmethod
-    def write_jsonl_gz(path: ObjectStoragePath, records: Iterable[dict]) -> int:
-        """One page in one write: compressing in memory is fast and a page is small; mtime=0
-        makes a re-run's file byte-identical."""
-        lines = [json.dumps(record, separators=(",", ":")).encode() for record in records]
-        path.write_bytes(gzip.compress(b"\n".join(lines) + b"\n", compresslevel=1, mtime=0))
-        return len(lines)
-
-    @staticmethod
-    def iter_jsonl_gz(folder: ObjectStoragePath) -> Iterator[tuple[str, str]]:
-        """Yield (partition, line) for every record under `folder`, in file-name order.
-
-        The partition is the sub-folder a file sits in ("" at the top), e.g. the scan stage.
-        """
-        for partition, page in RunStorage.iter_jsonl_gz_pages(folder):
-            for line in page.split(b"\n"):  # exactly the writer's separator, nothing else
-                if line.strip():
-                    yield partition, line.decode()
-
-    @staticmethod
-    def iter_jsonl_gz_pages(folder: ObjectStoragePath) -> Iterator[tuple[str, bytes]]:
-        """Yield (partition, decompressed file) for every file under `folder`, in the order of
-        `iter_jsonl_gz`: whole pages, for readers that parse many lines in one call."""
+    def pages(folder: ObjectStoragePath, suffix: str) -> Iterator[tuple[str, ObjectStoragePath]]:
+        """(partition, path) of every file under `folder` ending in `suffix`, in name order; the
+        partition is the sub-folder a file sits in ("" at the top), e.g. the scan stage."""
         if not folder.exists():
             return
-        for path in sorted(folder.rglob("*.jsonl.gz"), key=str):
+        for path in sorted(folder.rglob(f"*{suffix}"), key=str):
             relative = str(path)[len(str(folder)) :].strip("/")
-            yield (relative.rsplit("/", 1)[0] if "/" in relative else ""), gzip.decompress(path.read_bytes())
+            yield (relative.rsplit("/", 1)[0] if "/" in relative else ""), path
 
     # -- frames and small documents -----------------------------------------------------------
     @staticmethod

@@ -31,6 +31,8 @@ MAX_PAGE = 200  # /platform/v1 offset endpoints accept limit 1..200
 MAX_CURSOR_PAGE = 1000  # /secure/vulnerability/v1 endpoints accept limit 1..1000
 LEGACY_PAGE = 1000
 GONE = (404, 410)  # how a retired legacy endpoint answers
+MAX_EMPTY_PAGES = 3  # consecutive empty pages that still point to a next one: a server spinning
+MAX_PAGES = 100_000  # pages of a walked listing without a total (100M records at 1,000 a page)
 DETECT_TIMEOUT = (5, 10)
 
 
@@ -54,6 +56,36 @@ class Page:
     listing: Listing
     number: int  # 0-based position in its listing, so files get stable names whatever the order
     records: list[dict[str, Any]]
+
+
+@dataclass
+class _Walk:
+    """What a listing has shown so far: offset pages share the first page's total; a cursor or
+    legacy listing (one page at a time) also counts pages, records and the positions it visited."""
+
+    total: int | None = None
+    max_pages: int | None = None
+    pages: int = 0
+    received: int = 0
+    empty_run: int = 0
+    positions: set = field(default_factory=set)
+
+
+class ListingError(ApiError):
+    """A Sysdig answer that cannot be part of a complete, well-formed listing."""
+
+    def __init__(self, method: str, path: str, problem: str) -> None:
+        super().__init__("Sysdig", method, path, None, problem)
+
+
+def _total(body: dict, fail) -> int | None:
+    """The listing's total as the answer states it: page.total, total (light) or totalRows (legacy)."""
+    page = body.get("page")
+    total = page.get("total") if isinstance(page, dict) else None
+    total = total if total is not None else body.get("total", body.get("totalRows"))
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise fail(f"the total {str(total)[:40]!r} is not a count")
+    return total
 
 
 class SysdigHook(ApiHook):
@@ -85,7 +117,10 @@ class SysdigHook(ApiHook):
 
     @cached_property
     def base_url(self) -> str:
-        return base_url(SYSDIG_REGIONS, self.region, self.connection.host, "Sysdig")
+        host = self.connection.host
+        # With a host override only the configured region is checked: a typo still fails loudly.
+        region = self.extra.get("region") or None if host else self.region
+        return base_url(SYSDIG_REGIONS, region, host, "Sysdig")
 
     @property
     def account_name(self) -> str | None:
@@ -98,23 +133,18 @@ class SysdigHook(ApiHook):
     @cached_property
     def session(self) -> requests.Session:
         return make_session(
-            {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"},
+            {"Authorization": f"Bearer {self.secret}", "Accept": "application/json"},
             methods=frozenset({"GET"}),
             backoff=self.backoff,
             pool_size=self.max_concurrency,
         )
-
-    def _token(self) -> str:
-        if not self.connection.password:
-            raise ValueError(f"connection {self.conn_id!r} has no API token (password field)")
-        return self.connection.password
 
     def describe(self) -> str:
         return f"connection {self.conn_id!r} (region {self.region}, {self.base_url})"
 
     def detect_region(self) -> str:
         """Ask every region's host `GET /api/users/me` at once; the one that says 200 is ours."""
-        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.secret}", "Accept": "application/json"}
 
         def answers(item: tuple[str, str]) -> bool:
             try:
@@ -134,19 +164,24 @@ class SysdigHook(ApiHook):
         return found[0]
 
     # -- requests ---------------------------------------------------------------------------
-    def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.request_json("GET", path, params=params)
 
     def current_user(self) -> dict[str, Any]:
         """`GET /api/users/me`: the cheapest authenticated call; its answer carries the customer."""
-        return self.get_json("/api/users/me")["user"]
+        body = self.get_json("/api/users/me")
+        user = body.get("user") if isinstance(body, dict) else None
+        if not isinstance(user, dict) or not isinstance(user.get("customer"), dict):
+            raise ListingError("GET", "/api/users/me", "the answer has no user object with a customer object")
+        return user
 
     def iter_pages(self, listings: Iterable[Listing]) -> Iterator[Page]:
-        """Every page of every listing, fetched concurrently and yielded as it arrives."""
-        return self.crawl(((listing, 0, None) for listing in listings), self._fetch_page)
+        """Every page of every listing, fetched concurrently and yielded as it arrives. A listing
+        that is not provably complete raises ListingError (see `_follow_ups`)."""
+        return self.crawl(((listing, 0, None, _Walk()) for listing in listings), self._fetch_page)
 
-    def _fetch_page(self, work: tuple[Listing, int, Any]) -> tuple[Page, list[tuple[Listing, int, Any]]]:
-        listing, number, position = work
+    def _fetch_page(self, work: tuple[Listing, int, Any, _Walk]) -> tuple[Page, list[tuple]]:
+        listing, number, position, walk = work
         try:
             body = self.get_json(listing.path, {**listing.params, **self._position(listing, position)})
         except ApiError as exc:
@@ -154,8 +189,12 @@ class SysdigHook(ApiHook):
                 log.warning("%s is not available, skipped: %s", listing.path, exc)
                 return Page(listing, number, []), []
             raise
-        records = body.get(listing.items) or []
-        return Page(listing, number, records), self._follow_ups(listing, number, position, body, records)
+        if not isinstance(body, dict):
+            raise ListingError("GET", listing.path, f"the answer is a JSON {type(body).__name__}, not an object")
+        records = body.get(listing.items)
+        if not isinstance(records, list):
+            raise ListingError("GET", listing.path, f"the answer's {listing.items!r} is not a list")
+        return Page(listing, number, records), self._follow_ups(listing, number, position, walk, body, records)
 
     @staticmethod
     def _position(listing: Listing, position: Any) -> dict[str, Any]:
@@ -164,21 +203,58 @@ class SysdigHook(ApiHook):
         return {"offset": position or 0, "limit": listing.limit}
 
     @staticmethod
-    def _follow_ups(listing: Listing, number: int, position: Any, body: dict, records: list) -> list:
+    def _follow_ups(listing: Listing, number: int, position: Any, walk: _Walk, body: dict, records: list) -> list:
+        """The pages still to fetch after this one, once this page is shown to fit a complete listing.
+
+        Offset listings: the first page tells the total and every other page is planned at once;
+        each page must hold exactly its share and repeat the same total. Cursor and legacy
+        listings walk one page at a time, so they keep a `_Walk`: a cursor seen before, a run of
+        empty pages, more pages than the total allows, or an end short of the total is an error.
+        """
+        def fail(problem: str) -> ListingError:
+            return ListingError("GET", listing.path, f"incomplete listing: page {number}: {problem}")
+
+        if listing.paging == "offset":
+            offset = position or 0
+            total = _total(body, fail)
+            if total is None:
+                raise fail("no total in the answer, so completeness cannot be verified")
+            if walk.total is not None and total != walk.total:
+                raise fail(f"the total changed from {walk.total} to {total} between pages")
+            expected = max(0, min(listing.limit, total - offset))
+            if len(records) != expected:
+                raise fail(f"{len(records)} records at offset {offset}, expected {expected} of {total}")
+            if number > 0:  # the first page already planned every other page
+                return []
+            planned = _Walk(total=total)
+            return [(listing, n, n * listing.limit, planned) for n in range(1, math.ceil(total / listing.limit))]
+
+        walk.pages += 1
+        walk.received += len(records)
+        walk.empty_run = 0 if records else walk.empty_run + 1
+        total = _total(body, fail)
+        if total is not None:
+            walk.total = total
+            walk.max_pages = max(walk.max_pages or 0, math.ceil(total / listing.limit) + 2)
         if listing.paging == "cursor":  # the last page is the one without a next cursor
-            cursor = (body.get("page") or {}).get("next")
-            return [(listing, number + 1, cursor)] if cursor else []
-        offset = position or 0
-        if listing.paging == "legacy":
-            more = records and (body.get("options") or {}).get("canLoadMore")
-            return [(listing, number + 1, offset + len(records))] if more else []
-        total = (body.get("page") or {}).get("total", body.get("total"))
-        if total is None:  # no total: walk on while pages come back full
-            return [(listing, number + 1, offset + len(records))] if len(records) == listing.limit else []
-        if number > 0 or not records:  # the first page already planned every other page
+            follow = (body.get("page") or {}).get("next") or None
+        else:  # legacy resultsDirect: options.canLoadMore
+            more = (body.get("options") or {}).get("canLoadMore")
+            follow = (position or 0) + len(records) if more else None
+        if walk.total is not None and walk.received > walk.total:
+            raise fail(f"{walk.received} records received, more than the total of {walk.total}")
+        if follow is None:
+            if walk.total is not None and walk.received != walk.total:
+                raise fail(f"the listing ended after {walk.received} records, but its total is {walk.total}")
             return []
-        pages = math.ceil(total / listing.limit)
-        return [(listing, n, n * listing.limit) for n in range(1, pages)]
+        if walk.empty_run >= MAX_EMPTY_PAGES:
+            raise fail(f"{walk.empty_run} empty pages in a row, each pointing to another page")
+        if walk.pages >= (walk.max_pages or MAX_PAGES):
+            raise fail(f"{walk.pages} pages, more than a listing of {walk.total or 'any'} records can have")
+        if follow in walk.positions:
+            raise fail(f"the next page points back to an earlier position ({str(follow)[:40]!r}): a loop")
+        walk.positions.add(follow)
+        return [(listing, number + 1, follow, walk)]
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI 'Test' button."""

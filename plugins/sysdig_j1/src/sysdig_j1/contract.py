@@ -1,0 +1,224 @@
+"""The source contract: what a raw Sysdig record must look like before anything is derived from it.
+
+Derived from the data model, one contract per raw resource: every field the model reads (property
+sources, key fields, fields only derivation rules read) with its JSON type, and the groups of
+fields of which at least one must be present (a required property's sources, the key). A record
+that breaks it is rejected with the field and the reason; nothing is coerced. Timestamps are
+parsed per value (ISO 8601 text, epoch seconds or epoch milliseconds, before 1970 too) into epoch
+milliseconds, so a column may mix the three forms.
+
+Each contract also gives the Arrow schema raw pages are stored with (`raw.py`): one typed column
+per field, named by its dotted path as the transform reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import pyarrow as pa
+
+from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
+
+# Epoch values below this are seconds (legacy scanning), above it milliseconds: 1e11 s is the
+# year 5138 and 1e11 ms is March 1973, so only ms values within three years of 1970 are misread.
+SECONDS_CUTOFF = 100_000_000_000
+ARROW_TYPES = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+    "timestamp": pa.int64(),  # epoch milliseconds
+    "string[]": pa.list_(pa.string()),
+}
+
+
+class ContractError(ValueError):
+    """A raw record breaks its resource's contract; the message names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    resource: str
+    fields: dict[str, str]  # dotted path -> model type
+    required: tuple[tuple[str, ...], ...]  # at least one field of each group is present
+    keys: tuple[str, ...]  # the fields that identify a record, for error messages
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(name, ARROW_TYPES[type_]) for name, type_ in self.fields.items()])
+
+    def values(self, record: Any) -> dict[str, Any]:
+        """The record's contract fields as typed values (timestamps in epoch ms), or ContractError."""
+        if not isinstance(record, dict):
+            raise ContractError(f"record is a JSON {_json_type(record)}, not an object")
+        out = {name: _typed(type_, _lookup(record, name), name) for name, type_ in self.fields.items()}
+        for group in self.required:
+            if all(out[name] is None for name in group):
+                raise ContractError(f"required field {' or '.join(map(repr, group))} is missing or null")
+        return out
+
+    def identify(self, record: Any) -> str:
+        """'id=10005' (or 'teamId=20000 userId=10005'): the record's key fields, for error messages."""
+        found = []
+        for name in self.keys:
+            try:
+                value = _lookup(record, name) if isinstance(record, dict) else None
+            except ContractError:
+                value = None
+            if value is not None:
+                found.append(f"{name}={str(value)[:80]!r}" if isinstance(value, str) else f"{name}={value!r}")
+        return " ".join(found) or "no id"
+
+
+def _lookup(record: dict, name: str) -> Any:
+    value: Any = record
+    parts = name.split(".")
+    for depth, part in enumerate(parts):
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ContractError(f"field {'.'.join(parts[:depth])!r} is a JSON {_json_type(value)}, not an object")
+        value = value.get(part)
+    return value
+
+
+def _typed(type_: str, value: Any, name: str) -> Any:
+    if value is None:
+        return None
+    ok = {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        "boolean": isinstance(value, bool),
+        "string[]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "timestamp": isinstance(value, (str, int, float)) and not isinstance(value, bool),
+    }[type_]
+    if not ok:
+        raise ContractError(f"field {name!r} should be {_described(type_)}, got {_shown(value)}")
+    if type_ == "timestamp":
+        try:
+            return epoch_ms(value)
+        except (ValueError, OverflowError):
+            raise ContractError(f"field {name!r} is not a date: {_shown(value)}") from None
+    return value
+
+
+def epoch_ms(value: str | int | float) -> int:
+    """ISO 8601 text (without a zone: UTC), epoch seconds or epoch milliseconds -> epoch ms."""
+    if isinstance(value, str):
+        instant = datetime.fromisoformat(value)
+        if instant.tzinfo is None:
+            instant = instant.replace(tzinfo=UTC)
+        return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // _MILLISECOND
+    if not math.isfinite(value):
+        raise ValueError(value)
+    return round(value * 1000 if abs(value) < SECONDS_CUTOFF else value)
+
+
+_MILLISECOND = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _described(type_: str) -> str:
+    return {
+        "string": "text", "integer": "an integer", "number": "a number", "boolean": "true or false",
+        "string[]": "a list of text", "timestamp": "a date (ISO 8601 text or epoch seconds/milliseconds)",
+    }[type_]
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "boolean"), ((int, float), "number"), (str, "string"), (list, "array"),
+                       (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{_json_type(value)} {text[:80] + '...' if len(text) > 80 else text}"
+
+
+# -- derivation from the model ----------------------------------------------------------------
+class _Builder:
+    """Collects fields per resource, refusing a field declared with two different types."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, dict[str, str]] = {}
+        self.required: dict[str, list[tuple[str, ...]]] = {}
+        self.keys: set[tuple[str, str]] = set()
+
+    def add_key(self, resource: str, name: str, type_: str, owner: str) -> None:
+        self.add(resource, name, type_, owner)
+        self.keys.add((resource, name))
+
+    def add(self, resource: str, name: str, type_: str, owner: str) -> None:
+        if name.startswith("_"):  # added by the pipeline (e.g. `_partition`), not by the API
+            return
+        if (resource, name) in self.keys and type_ == "string":  # an id property: the key as text
+            return
+        fields = self.fields.setdefault(resource, {})
+        if fields.setdefault(name, type_) != type_:
+            raise TypeError(f"{owner}: source field {name!r} of {resource} declared as {fields[name]} and {type_}")
+
+    def require(self, resource: str, group: tuple[str, ...]) -> None:
+        group = tuple(name for name in group if not name.startswith("_"))
+        if group and group not in self.required.setdefault(resource, []):
+            self.required[resource].append(group)
+
+
+def _split(entity: EntityType, name: str) -> tuple[str, str]:
+    """(resource, field) of a source field: enrichment fields carry the enrichment's prefix."""
+    if entity.enrichment and name.startswith(entity.enrichment[2]):
+        return entity.enrichment[0], name.removeprefix(entity.enrichment[2])
+    return entity.resource, name
+
+
+def _add_properties(builder: _Builder, owner: EntityType | RelationshipType, resource_of) -> None:
+    prop: Property
+    for prop in owner.properties:
+        for name in prop.sources:
+            builder.add(*resource_of(name), prop.type, owner.type)
+        if prop.required and prop.sources:
+            resources = {resource_of(name)[0] for name in prop.sources}
+            if len(resources) == 1:  # alternatives spread over two resources: checked after the join
+                builder.require(resources.pop(), tuple(resource_of(name)[1] for name in prop.sources))
+    for name, type_ in owner.reads:
+        builder.add(*resource_of(name), type_, owner.type)
+
+
+@cache
+def contracts() -> dict[str, Contract]:
+    builder = _Builder()
+    for entity in ENTITIES:  # keys first: their declared type wins over a property's text type
+        for name in entity.key_sources:
+            builder.add_key(entity.resource, name, entity.key_type, entity.type)
+        builder.require(entity.resource, entity.key_sources)
+        if entity.enrichment:
+            resource, id_field, _ = entity.enrichment
+            builder.add_key(resource, id_field, entity.key_type, entity.type)
+            builder.require(resource, (id_field,))
+    for entity in ENTITIES:
+        _add_properties(builder, entity, lambda name, e=entity: _split(e, name))
+    for rel in RELATIONSHIPS:
+        if rel.resource:
+            for name, end in ((rel.source_key_field, rel.source), (rel.target_key_field, rel.target)):
+                builder.add_key(rel.resource, name, end.key_type, rel.type)
+                builder.require(rel.resource, (name,))
+            _add_properties(builder, rel, lambda name, r=rel: (r.resource, name))
+    return {
+        resource: Contract(resource, fields, tuple(builder.required.get(resource, ())),
+                           tuple(name for name in fields if (resource, name) in builder.keys))
+        for resource, fields in builder.fields.items()
+    }
+
+
+def contract_for(resource: str) -> Contract:
+    """The contract of a raw resource (its top-level folder name, e.g. 'users_light')."""
+    try:
+        return contracts()[resource]
+    except KeyError:
+        raise KeyError(f"no source contract for resource {resource!r}; known: {sorted(contracts())}") from None
