@@ -67,10 +67,11 @@ def child(url: str) -> None:
     from sysdig_j1 import extract
     from sysdig_j1.hooks.storage import RunStorage
     from sysdig_j1.hooks.sysdig import SysdigHook
+    from sysdig_j1.scrub import Scrubber
 
-    def teams_then_memberships(hook: SysdigHook, storage: RunStorage) -> None:
-        extract.extract_teams(hook, storage)
-        extract.extract_team_memberships(hook, storage)
+    def teams_then_memberships(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> None:
+        extract.extract_teams(hook, storage, scrubber)
+        extract.extract_team_memberships(hook, storage, scrubber)
 
     with tempfile.TemporaryDirectory() as folder:
         storage = RunStorage(f"file://{folder}", "bench", "run")
@@ -78,7 +79,7 @@ def child(url: str) -> None:
         hook.session  # noqa: B018 - Airflow's connection lookup is worker start-up, not extraction
         started = time.perf_counter()
         with ThreadPoolExecutor(4) as tasks:
-            runs = [tasks.submit(step, hook, storage) for step in (
+            runs = [tasks.submit(step, hook, storage, Scrubber([TOKEN])) for step in (
                 extract.extract_account, extract.extract_users, extract.extract_image_scans, teams_then_memberships)]
             for run in runs:
                 run.result()

@@ -4,6 +4,7 @@ connection types with labelled fields."""
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 
 import pytest
 from conftest import REPO
@@ -35,8 +36,9 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
     assert dag.task_dict["transform"].upstream_task_ids >= extracts
     assert dag.task_dict["load"].upstream_task_ids == {"transform", "check_quality"}
     assert dag.task_dict["extract_team_memberships"].upstream_task_ids == {"validate_config", "extract_teams"}
-    assert dag.task_dict["check_extracts_complete"].upstream_task_ids == extracts
+    assert dag.task_dict["check_extracts_complete"].upstream_task_ids == extracts | {"load"}  # last: it reports the load
     assert set(dag.params) == {"dry_run", "allow_mass_deletion", "mass_deletion_threshold"}
+    assert {t.execution_timeout for t in dag.tasks} == {timedelta(minutes=60)}  # nothing spins forever
 
 
 @pytest.mark.parametrize(

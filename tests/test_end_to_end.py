@@ -158,7 +158,7 @@ def test_duplicate_user_ids_fail_quality_and_publish_nothing(dag, start_sysdig, 
     failed = {r["check"]: r for r in json.loads(report_path.read_text())["results"] if not r["success"]}
     unique = failed["entities ExpectColumnValuesToBeUnique(_key)"]
     assert unique["unexpected_count"] == 4  # two ids, each seen twice
-    assert "sysdig_user:10000" in unique["examples"]
+    assert sorted(unique["keys"]) == ["sysdig_user:10000", "sysdig_user:10000", "sysdig_user:10001", "sysdig_user:10001"]
 
 
 def test_missing_user_enrichment_does_not_break_the_run(dag, start_sysdig, jupiterone, connect):

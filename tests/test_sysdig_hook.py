@@ -1,8 +1,10 @@
-"""SysdigHook against the Sysdig emulator over HTTP: paging, regions, errors, retries."""
+"""SysdigHook against the Sysdig emulator over HTTP: paging, completeness, regions, errors, retries,
+redirects and scrubbed error messages."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -10,7 +12,7 @@ from conftest import SYSDIG_TOKEN
 
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.http import ApiError
-from sysdig_j1.hooks.sysdig import Listing, SysdigHook
+from sysdig_j1.hooks.sysdig import Listing, ListingError, SysdigHook, _Walk
 from sysdig_j1.regions import SYSDIG_REGIONS
 
 
@@ -112,3 +114,114 @@ def test_validate_config_names_the_connection_and_region(sysdig_hook, monkeypatc
                                                                       "password": "k"}))
     with pytest.raises(AirflowFailException, match=r"connection 'sysdig_default' \(region eu1, http://127"):
         pipeline.validate_config(hook, JupiterOneHook(), RunStorage(f"file://{tmp_path}", "dag", "run"))
+
+
+# -- completeness: a listing that cannot be shown complete is an error naming the endpoint ----
+def pages_of(hook: SysdigHook, listing: Listing) -> int:
+    return sum(len(page.records) for page in hook.iter_pages([listing]))
+
+
+RUNTIME = Listing("/secure/vulnerability/v1/runtime-results", "scans", paging="cursor", limit=1000)
+
+
+@pytest.mark.parametrize(("scenario", "org", "listing", "problem"), [
+    ("changing_total", OrgSpec(users=450), Listing("/platform/v1/users", "users"),
+     "page [12]: the total changed from 450 to 451 between pages"),
+    ("short_member_pages", OrgSpec(), Listing("/platform/v1/teams/20000/users", "members",
+                                              params={"withAdminUsers": "true"}),
+     "page 0: 5 records at offset 0, expected 9 of 9"),
+    ("endless_empty", OrgSpec(), RUNTIME, "page 2: 3 pages, more than a listing of 15 records can have"),
+    ("endless_pages", OrgSpec(), RUNTIME, "page 1: 30 records received, more than the total of 15"),
+    ("cursor_loop", OrgSpec(), RUNTIME, "page 1: 30 records received, more than the total of 15"),
+])
+def test_incomplete_listings_fail_naming_the_endpoint(sysdig_hook, scenario, org, listing, problem):
+    hook, emulator = sysdig_hook(org, scenario=scenario)
+
+    with pytest.raises(ListingError, match=re.escape(f"Sysdig GET {listing.path} failed: incomplete listing: ")
+                       + problem.replace("(", r"\(")):
+        pages_of(hook, listing)
+    assert sum(requests_made(emulator).values()) <= 5  # stopped at once, not at a timeout
+
+
+def walk(bodies: list[dict], listing: Listing = RUNTIME) -> int:
+    """Feed answers to the paging rules one by one, as a cursor crawl does; the pages fetched."""
+    state, position = _Walk(), None
+    for number, body in enumerate(bodies):
+        follow = SysdigHook._follow_ups(listing, number, position, state, body, body["data"])
+        if not follow:
+            return number + 1
+        position = follow[0][2]
+    raise AssertionError("the listing did not end")
+
+
+def test_a_cursor_that_points_back_is_a_loop_even_without_a_total():
+    page = {"data": [{"resultId": "r"}]}
+    with pytest.raises(ListingError, match="page 2: the next page points back to an earlier position \\('A'\\)"):
+        walk([{**page, "page": {"next": "A"}}, {**page, "page": {"next": "B"}}, {**page, "page": {"next": "A"}}])
+
+
+def test_empty_pages_that_keep_pointing_on_are_an_error_without_a_total():
+    empty = [{"data": [], "page": {"next": f"c{n}"}} for n in range(5)]
+    with pytest.raises(ListingError, match="page 2: 3 empty pages in a row"):
+        walk(empty)
+
+
+def test_a_walk_that_ends_short_of_its_total_is_incomplete():
+    with pytest.raises(ListingError, match="page 1: the listing ended after 2 records, but its total is 3"):
+        walk([{"data": [{}], "page": {"total": 3, "next": "A"}}, {"data": [{}], "page": {"total": 3}}])
+    assert walk([{"data": [{}], "page": {"total": 2, "next": "A"}}, {"data": [{}], "page": {"total": 2}}]) == 2
+
+
+def test_an_offset_listing_without_a_total_cannot_be_verified():
+    with pytest.raises(ListingError, match="page 0: no total in the answer"):
+        SysdigHook._follow_ups(Listing("/platform/v1/users", "users"), 0, None, _Walk(), {"data": []}, [])
+
+
+@pytest.mark.parametrize(("scenario", "listing", "problem"), [
+    ("data_not_list", Listing("/platform/v1/teams", "teams"), "the answer's 'data' is not a list"),
+    ("body_not_object", Listing("/platform/v1/teams", "teams"), "the answer is a JSON list, not an object"),
+])
+def test_answers_of_the_wrong_shape_are_errors_naming_the_endpoint(sysdig_hook, scenario, listing, problem):
+    hook, _ = sysdig_hook(OrgSpec(), scenario=scenario)
+
+    with pytest.raises(ListingError, match=re.escape(f"Sysdig GET {listing.path} failed: {problem}")):
+        pages_of(hook, listing)
+
+
+# -- transport and secrets ---------------------------------------------------------------------
+def test_a_redirect_to_another_host_is_refused_and_not_followed(sysdig_hook, start_sysdig):
+    elsewhere = start_sysdig(OrgSpec(customer_id=9999999))
+    hook, _ = sysdig_hook(OrgSpec(), scenario="redirect", redirect_to=elsewhere.url)
+
+    with pytest.raises(ApiError, match=rf"GET /platform/v1/users failed: HTTP 302: redirect to {elsewhere.url} refused"):
+        pages_of(hook, Listing("/platform/v1/users", "users"))
+    assert requests_made(elsewhere) == {}
+
+
+def test_an_error_that_echoes_the_token_is_scrubbed_before_it_is_raised(sysdig_hook):
+    hook, _ = sysdig_hook(OrgSpec(), scenario="error_echo")
+
+    with pytest.raises(ApiError) as error:
+        pages_of(hook, Listing("/platform/v1/teams", "teams"))
+    assert str(error.value) == "Sysdig GET /platform/v1/teams failed: HTTP 400: Invalid parameter 'limit' for token ***"
+    assert SYSDIG_TOKEN not in repr(error.value.args)
+
+
+def test_a_region_typo_is_reported_even_when_a_host_overrides_it(monkeypatch):
+    conn = {"conn_type": "sysdig", "host": "https://sysdig.internal", "password": "t", "extra": {"region": "us9"}}
+    monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(conn))
+    with pytest.raises(ValueError, match="unknown Sysdig region 'us9'"):
+        SysdigHook().base_url
+
+
+def test_airflows_masker_knows_both_connection_secrets_once_read(sysdig_hook, monkeypatch):
+    from airflow.sdk._shared.secrets_masker import redact  # what Airflow's log processors apply
+
+    from sysdig_j1.hooks.jupiterone import JupiterOneHook
+
+    hook, _ = sysdig_hook(token="masked-sysdig-token")
+    monkeypatch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", json.dumps(
+        {"conn_type": "jupiterone", "login": "account", "password": "masked-j1-key"}))
+    hook.secret, JupiterOneHook().secret  # noqa: B018 - reading the connection registers its password
+
+    assert redact("token masked-sysdig-token and key masked-j1-key") == "token *** and key ***"

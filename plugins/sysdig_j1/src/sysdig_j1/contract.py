@@ -55,7 +55,10 @@ class Contract:
         """The record's contract fields as typed values (timestamps in epoch ms), or ContractError."""
         if not isinstance(record, dict):
             raise ContractError(f"record is a JSON {_json_type(record)}, not an object")
-        out = {name: _typed(type_, _lookup(record, name), name) for name, type_ in self.fields.items()}
+        out = {}
+        for name, type_ in self.fields.items():
+            value = record.get(name) if "." not in name else _lookup(record, name)
+            out[name] = None if value is None else _typed(type_, value, name)
         for group in self.required:
             if all(out[name] is None for name in group):
                 raise ContractError(f"required field {' or '.join(map(repr, group))} is missing or null")
@@ -86,18 +89,18 @@ def _lookup(record: dict, name: str) -> Any:
     return value
 
 
+_ACCEPTS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "boolean": lambda v: isinstance(v, bool),
+    "string[]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "timestamp": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
+}
+
+
 def _typed(type_: str, value: Any, name: str) -> Any:
-    if value is None:
-        return None
-    ok = {
-        "string": isinstance(value, str),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-        "boolean": isinstance(value, bool),
-        "string[]": isinstance(value, list) and all(isinstance(v, str) for v in value),
-        "timestamp": isinstance(value, (str, int, float)) and not isinstance(value, bool),
-    }[type_]
-    if not ok:
+    if not _ACCEPTS[type_](value):
         raise ContractError(f"field {name!r} should be {_described(type_)}, got {_shown(value)}")
     if type_ == "timestamp":
         try:

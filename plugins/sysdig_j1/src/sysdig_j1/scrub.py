@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any
 
 REDACTED = "***"
 MAX_DEPTH = 32
+KEY_CACHE_SIZE = 65_536
 MIN_SECRET_LENGTH = 5  # as Airflow's masker: shorter values would redact ordinary words
 
 # Key names are compared lower-cased with everything but letters and digits removed, so
@@ -44,7 +44,6 @@ class NestedTooDeep(ValueError):
         self.path = path
 
 
-@lru_cache(maxsize=8192)  # the same few keys repeat in every record
 def is_secret(key: str) -> bool:
     normalised = re.sub(r"[^a-z0-9]", "", key.lower())
     return any(word in normalised for word in SECRET_KEY_WORDS)
@@ -58,6 +57,16 @@ class Scrubber:
         known = "|".join(re.escape(s) for s in self.secrets)
         self._values = re.compile(f"{known}|{CREDENTIAL_VALUES.pattern}" if known else CREDENTIAL_VALUES.pattern,
                                   CREDENTIAL_VALUES.flags)
+        self._drop_key: dict[str, bool] = {}  # the same few keys repeat in every record
+
+    def drops(self, key: str) -> bool:
+        """A key that names a credential or holds a secret goes, with its whole value."""
+        verdict = self._drop_key.get(key)
+        if verdict is None:
+            verdict = is_secret(key) or self._values.search(key) is not None
+            if len(self._drop_key) < KEY_CACHE_SIZE:  # data keyed by ids must not grow it forever
+                self._drop_key[key] = verdict
+        return verdict
 
     def text(self, value: str) -> str:
         """`value` with every secret in it replaced by ***."""
@@ -67,19 +76,24 @@ class Scrubber:
         """A copy of a decoded JSON value without secret keys or secret values."""
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+        if not isinstance(value, (dict, list)):
+            return value
+        if depth >= MAX_DEPTH:
             raise NestedTooDeep("")
-        if isinstance(value, dict):
-            return {k: self._child(k, v, depth) for k, v in value.items()
-                    if not is_secret(k) and not self._values.search(k)}
-        if isinstance(value, list):
-            return [self._child(n, v, depth) for n, v in enumerate(value)]
-        return value
-
-    def _child(self, name: str | int, value: Any, depth: int) -> Any:
-        try:
-            return self.record(value, depth + 1)
-        except NestedTooDeep as exc:  # the path is only built on the way out of a failure
-            exc.path = (f"[{name}]" if isinstance(name, int) else f".{name}") + exc.path
-            exc.args = (f"nested deeper than {MAX_DEPTH} levels at {exc.path.lstrip('.')}",)
-            raise
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        out = {} if isinstance(value, dict) else [None] * len(value)
+        for key, item in items:
+            if isinstance(key, str) and self.drops(key):
+                continue
+            if isinstance(item, str):  # most values: handled here, without a call per value
+                out[key] = self._values.sub(REDACTED, item)
+            elif isinstance(item, (dict, list)):
+                try:
+                    out[key] = self.record(item, depth + 1)
+                except NestedTooDeep as exc:  # the path is only built on the way out of a failure
+                    exc.path = (f"[{key}]" if isinstance(key, int) else f".{key}") + exc.path
+                    exc.args = (f"nested deeper than {MAX_DEPTH} levels at {exc.path.lstrip('.')}",)
+                    raise
+            else:
+                out[key] = item
+        return out

@@ -5,7 +5,8 @@ Retries cover 429 (honouring Retry-After, capped), 5xx, connection errors and re
 exponential backoff and jitter. 4xx other than 429 are never retried: a bad token or a missing
 resource does not get better by asking again. Redirects are never followed: an API that answers
 with another host's data is a surprise, not an answer. Error messages quote the server, so they
-are scrubbed of the connection's secret (servers echo tokens) before anything raises or logs them.
+are scrubbed of the connection's secret (servers echo tokens) before anything raises or logs them:
+Airflow's masker only covers log lines that pass through it, not exception text we build.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from urllib.parse import urlsplit
 
 import requests
 from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -181,13 +181,12 @@ class ApiHook(BaseHook):
 
     base_url: str
     session: requests.Session
-    @cached_property
+    @property
     def secret(self) -> str:
-        """The API credential (the password field), registered with Airflow's masker so that no
-        log line shows it."""
+        """The API credential (the password field). Airflow registers it with its secrets masker
+        when it reads the connection, so log lines that pass the masker never show it."""
         if not self.connection.password:
             raise ValueError(f"connection {self.conn_id!r} has no API credential (password field)")
-        mask_secret(self.connection.password)
         return self.connection.password
 
     @cached_property

@@ -241,6 +241,8 @@ class SysdigHook(ApiHook):
         else:  # legacy resultsDirect: options.canLoadMore
             more = (body.get("options") or {}).get("canLoadMore")
             follow = (position or 0) + len(records) if more else None
+        if follow is not None and follow in walk.positions:
+            raise fail(f"the next page points back to an earlier position ({str(follow)[:40]!r}): a loop")
         if walk.total is not None and walk.received > walk.total:
             raise fail(f"{walk.received} records received, more than the total of {walk.total}")
         if follow is None:
@@ -250,9 +252,8 @@ class SysdigHook(ApiHook):
         if walk.empty_run >= MAX_EMPTY_PAGES:
             raise fail(f"{walk.empty_run} empty pages in a row, each pointing to another page")
         if walk.pages >= (walk.max_pages or MAX_PAGES):
-            raise fail(f"{walk.pages} pages, more than a listing of {walk.total or 'any'} records can have")
-        if follow in walk.positions:
-            raise fail(f"the next page points back to an earlier position ({str(follow)[:40]!r}): a loop")
+            size = "any listing" if walk.total is None else f"a listing of {walk.total} records"
+            raise fail(f"{walk.pages} pages, more than {size} can have")
         walk.positions.add(follow)
         return [(listing, number + 1, follow, walk)]
 
