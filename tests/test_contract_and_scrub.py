@@ -58,6 +58,13 @@ def test_timestamps_are_parsed_per_value(value, ms):
     assert epoch_ms(value) == ms
 
 
+def test_every_derivation_rule_declares_what_it_reads():
+    from sysdig_j1.model import RULE_READS
+    from sysdig_j1.transform import DERIVATIONS
+
+    assert set(RULE_READS) == set(DERIVATIONS)
+
+
 def test_a_nested_field_under_a_non_object_is_named():
     with pytest.raises(ContractError, match="field 'customer' is a JSON string, not an object"):
         contract_for("account").values({"customer": "5000001"})

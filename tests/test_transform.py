@@ -99,6 +99,8 @@ def test_timestamp_forms_may_be_mixed_in_one_column_and_predate_1970(storage):
     ({"id": "abc", "email": "a@example.com", "isAdmin": False}, "id='abc'", "field 'id' should be an integer"),
     ({"id": 1, "isAdmin": False}, "id=1", "required field 'email' is missing or null"),
     (["10003", "user3@example.com"], "no id", "record is a JSON array, not an object"),
+    (user(1, version=2**70), "id=1", "field 'version' should be an integer, got number"),  # beyond int64
+    (user(1, dateCreated=1e300), "id=1", "field 'dateCreated' is not a date"),
 ])
 def test_records_that_break_the_contract_are_refused_with_where_and_why(storage, record, who, problem):
     where = re.escape(f"users: GET /test/users page 0, record 0 ({who}) breaks the source contract: ")
@@ -221,3 +223,11 @@ def test_a_page_written_under_another_contract_is_refused_when_read(storage):
 
     with pytest.raises(ContractError, match=r"teams: .*part-00000.parquet was not written under the current"):
         read_raw(storage, "teams")
+
+
+def test_a_membership_needs_a_standard_or_a_custom_role(storage):
+    store(storage, "team_memberships/1", [[{"teamId": 1, "userId": 2, "customTeamRoleId": 7}]])
+    with pytest.raises(ContractError, match=re.escape(
+            "(teamId=1 userId=3) breaks the source contract: required field 'standardTeamRole' or "
+            "'customTeamRoleId' is missing or null")):
+        store(storage, "team_memberships/1", [[{"teamId": 1, "userId": 3, "standardTeamRole": None}]])

@@ -65,7 +65,8 @@ class Contract:
         return out
 
     def identify(self, record: Any) -> str:
-        """'id=10005' (or 'teamId=20000 userId=10005'): the record's key fields, for error messages."""
+        """'id=10005' (or 'teamId=20000 userId=10005'): the record's key fields, for error messages.
+        Values are quoted whole: callers scrub the message, which a cut secret would slip past."""
         found = []
         for name in self.keys:
             try:
@@ -73,7 +74,7 @@ class Contract:
             except ContractError:
                 value = None
             if value is not None:
-                found.append(f"{name}={str(value)[:80]!r}" if isinstance(value, str) else f"{name}={value!r}")
+                found.append(f"{name}={value!r}")
         return " ".join(found) or "no id"
 
 
@@ -89,9 +90,10 @@ def _lookup(record: dict, name: str) -> Any:
     return value
 
 
+INT64 = range(-(2**63), 2**63)  # what an Arrow integer column holds
 _ACCEPTS = {
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v in INT64,
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     "boolean": lambda v: isinstance(v, bool),
     "string[]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
@@ -119,9 +121,13 @@ def epoch_ms(value: str | int | float) -> int:
         return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // _MILLISECOND
     if not math.isfinite(value):
         raise ValueError(value)
-    return round(value * 1000 if abs(value) < SECONDS_CUTOFF else value)
+    ms = round(value * 1000 if abs(value) < SECONDS_CUTOFF else value)
+    if abs(ms) > MAX_EPOCH_MS:
+        raise ValueError(value)
+    return ms
 
 
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant ISO text can name
 _MILLISECOND = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -185,12 +191,13 @@ def _add_properties(builder: _Builder, owner: EntityType | RelationshipType, res
     for prop in owner.properties:
         for name in prop.sources:
             builder.add(*resource_of(name), prop.type, owner.type)
-        if prop.required and prop.sources:
-            resources = {resource_of(name)[0] for name in prop.sources}
+        for name, type_ in prop.reads:
+            builder.add(*resource_of(name), type_, owner.type)
+        needs = prop.sources or tuple(name for name, _ in prop.reads)
+        if prop.required and needs:
+            resources = {resource_of(name)[0] for name in needs}
             if len(resources) == 1:  # alternatives spread over two resources: checked after the join
-                builder.require(resources.pop(), tuple(resource_of(name)[1] for name in prop.sources))
-    for name, type_ in owner.reads:
-        builder.add(*resource_of(name), type_, owner.type)
+                builder.require(resources.pop(), tuple(resource_of(name)[1] for name in needs))
 
 
 @cache
@@ -213,10 +220,16 @@ def contracts() -> dict[str, Contract]:
                 builder.require(rel.resource, (name,))
             _add_properties(builder, rel, lambda name, r=rel: (r.resource, name))
     return {
-        resource: Contract(resource, fields, tuple(builder.required.get(resource, ())),
+        resource: Contract(resource, fields, _implied_dropped(builder.required.get(resource, [])),
                            tuple(name for name in fields if (resource, name) in builder.keys))
         for resource, fields in builder.fields.items()
     }
+
+
+def _implied_dropped(groups: list[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    """Without the groups a required single field already satisfies (customer.name or customer.id)."""
+    alone = {group[0] for group in groups if len(group) == 1}
+    return tuple(group for group in groups if len(group) == 1 or not alone & set(group))
 
 
 def contract_for(resource: str) -> Contract:

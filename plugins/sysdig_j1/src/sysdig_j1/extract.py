@@ -49,8 +49,10 @@ def missing_resources(storage: RunStorage) -> set[str]:
 
 
 def extract_account(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
+    """The customer only: the rest of /api/users/me is the token holder's own profile and settings
+    (licence, agent keys), which are not the account's to publish."""
     storage.reset(storage.raw("account"))
-    raw.write_page(storage, "account", 0, [hook.current_user()], scrubber, "/api/users/me")
+    raw.write_page(storage, "account", 0, [{"customer": hook.current_user()["customer"]}], scrubber, "/api/users/me")
     return _manifest(storage, "account", {"account": 1})
 
 

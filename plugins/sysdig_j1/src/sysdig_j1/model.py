@@ -12,8 +12,9 @@ A property's value comes from exactly one of:
 Types: string, integer, number, boolean, timestamp (epoch milliseconds), string[].
 
 The same declarations are the source contract (`contract.py`): each source field's JSON type is
-its property's type, key fields have the type `key_type` gives, fields only a derivation rule
-reads are declared in `reads`, and the sources of required properties must be present.
+its property's type, key fields have the type `key_type` gives, the fields each derivation rule
+reads are declared in `RULE_READS`, and a required property needs one of its sources (or one of
+the fields its rule reads) to be present.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TYPES = ("string", "integer", "number", "boolean", "timestamp", "string[]")
+
+# The raw fields each derivation rule (`transform.DERIVATIONS`) reads, with their JSON types.
+RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
+    "account_name": (("customer.name", "string"), ("customer.id", "integer")),
+    "app_url": (),  # the connection's base URL, not the record
+    "user_display_name": (("firstName", "string"), ("lastName", "string"), ("email", "string")),
+    "user_active": (("activationStatus", "string"), ("light.status", "string"), ("isEnabled", "boolean"),
+                    ("light.enabled", "boolean")),
+    "user_web_link": (("id", "integer"),),
+    "team_user_count": (("id", "integer"),),  # and the memberships (`from_resource`)
+    "image_registry": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
+    "image_repository": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
+    "image_tag": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
+    "membership_role": (("standardTeamRole", "string"), ("customTeamRoleId", "integer")),
+}
 
 
 @dataclass(frozen=True)
@@ -41,10 +57,17 @@ class Property:
             raise ValueError(f"{self.name}: unknown type {self.type!r}")
         if sum(x is not None for x in (self.source, self.derive, self.constant)) != 1:
             raise ValueError(f"{self.name}: give exactly one of source, derive, constant")
+        if self.derive is not None and self.derive not in RULE_READS:
+            raise ValueError(f"{self.name}: rule {self.derive!r} is not declared in RULE_READS")
 
     @property
     def sources(self) -> tuple[str, ...]:
         return (self.source,) if isinstance(self.source, str) else tuple(self.source or ())
+
+    @property
+    def reads(self) -> tuple[tuple[str, str], ...]:
+        """(field, type) of what the property's derivation rule reads; () for sourced properties."""
+        return RULE_READS[self.derive] if self.derive else ()
 
 
 @dataclass(frozen=True)
@@ -58,7 +81,6 @@ class EntityType:
     # Optional second resource merged in by id (left join): (resource, id field, column prefix).
     enrichment: tuple[str, str, str] | None = None
     key_type: str = "string"  # JSON type of the key field(s) in the API: Sysdig ids are integers
-    reads: tuple[tuple[str, str], ...] = ()  # (source field, type) read only by derivation rules
 
     @property
     def key_sources(self) -> tuple[str, ...]:
@@ -81,7 +103,6 @@ class RelationshipType:
     source_key_field: str | None = None
     target_key_field: str | None = None
     properties: tuple[Property, ...] = field(default_factory=tuple)
-    reads: tuple[tuple[str, str], ...] = ()  # (source field, type) read only by derivation rules
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -110,7 +131,6 @@ ACCOUNT = EntityType(
     resource="account",
     key_source="customer.id",
     key_type="integer",
-    reads=(("customer.name", "string"),),
     description="The Sysdig customer (tenant) the API token belongs to.",
     properties=(
         _p("id", "string", "Sysdig customer id.", source="customer.id", required=True),
@@ -254,7 +274,6 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
             _p("customTeamRoleId", "integer", "Custom team role id, when the member has one.",
                source="customTeamRoleId"),
         ),
-        reads=(("standardTeamRole", "string"),),
     ),
 )
 

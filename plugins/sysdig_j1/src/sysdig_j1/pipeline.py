@@ -13,14 +13,14 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from sysdig_j1 import load as loader
 from sysdig_j1 import quality
-from sysdig_j1.contract import ContractError
+from sysdig_j1.contract import ContractError, contract_for
 from sysdig_j1.extract import EXTRACTORS, missing_resources
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
 from sysdig_j1.model import RESOURCES
-from sysdig_j1.scrub import Scrubber
+from sysdig_j1.scrub import NestedTooDeep, Scrubber
 from sysdig_j1.transform import Context, build_graph
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,11 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
             f"the storage URL {storage.base_url!r} (Airflow Variable {STORAGE_VARIABLE}) is not usable: "
             f"writing and deleting a probe object failed with {type(exc).__name__}: {exc}"
         ) from exc
-    account_id = str(user["customer"]["id"])
+    try:  # the account id names the JupiterOne scope: it must be the real one, never 'None'
+        account = contract_for("account").values(sysdig.scrubber.record(user))
+    except (ContractError, NestedTooDeep) as exc:
+        raise AirflowFailException(f"Sysdig GET /api/users/me: the account breaks the source contract: {exc}") from exc
+    account_id = str(account["customer.id"])
     log.info("Sysdig token accepted: %s, customer %s; JupiterOne %s; storage %s",
              sysdig.describe(), account_id, jupiterone.base_url, storage.base_url)
     return {
@@ -162,7 +166,7 @@ def check_extracts_complete(storage: RunStorage) -> None:
         kept = storage.read_json(load_report)["partial_types"]
         published = f"The rest was published; JupiterOne kept its existing objects of {', '.join(kept)} (partialDatasets)."
     else:
-        published = "Nothing was published to JupiterOne in this run."
+        published = "No publish to JupiterOne completed in this run (see the load task)."
     raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
 
 

@@ -4,8 +4,9 @@ A page is scrubbed of secrets and every record is checked against its resource's
 (`contract.py`) before anything is written, so storage only ever holds records the transform can
 trust. The file has one typed column per contract field (dotted names, timestamps already in
 epoch milliseconds) and `_rawData`, the scrubbed record as JSON text. Reading a resource back is
-one typed path: Arrow reads every page with the contract's schema, and a page written under
-another contract is refused, naming the file.
+one typed path: every page must carry exactly the contract's schema (a page written under another
+contract is refused, naming the file), so the frame's columns are typed before the transform
+sees them.
 """
 
 from __future__ import annotations
@@ -41,15 +42,17 @@ def encode_page(records: list[Any], contract: Contract, scrubber: Scrubber, wher
     columns: dict[str, list] = {name: [] for name in contract.fields}
     lines = []
     for position, record in enumerate(records):
+        clean = None
         try:
             clean = scrubber.record(record)
             values = contract.values(clean)
             line = json.dumps(clean, separators=(",", ":"), ensure_ascii=False)
             line.encode()  # a lone surrogate cannot be stored, uploaded or even logged as UTF-8
-        except (ContractError, NestedTooDeep, UnicodeEncodeError, RecursionError) as exc:
-            problem = _invalid_text(record) if isinstance(exc, UnicodeEncodeError) else str(exc)
+        except (ContractError, NestedTooDeep, UnicodeEncodeError) as exc:
+            problem = _invalid_text(clean) if isinstance(exc, UnicodeEncodeError) else str(exc)
+            who = contract.identify(record if clean is None else clean)
             raise ContractError(scrubber.text(
-                f"{where}, record {position} ({contract.identify(record)}) breaks the source contract: {problem}"
+                f"{where}, record {position} ({who}) breaks the source contract: {problem}"
             )) from None
         for name, value in values.items():
             columns[name].append(value)

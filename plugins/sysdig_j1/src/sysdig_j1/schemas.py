@@ -98,7 +98,9 @@ def render_markdown() -> str:
         lines += ["", f"**`{owner.type}` properties**", "", "| property | type | required | from | description |",
                   "|---|---|---|---|---|"]
         for p in owner.properties:
-            origin = ", ".join(f"`{s}`" for s in p.sources) or (f"rule `{p.derive}`" if p.derive else f"`{p.constant!r}`")
+            origin = ", ".join(f"`{s}`" for s in p.sources) or (
+                f"rule `{p.derive}`" + (f" ({', '.join(name for name, _ in p.reads)})" if p.reads else "")
+                if p.derive else f"`{p.constant!r}`")
             lines.append(f"| `{p.name}` | {p.type} | {'yes' if p.required else ''} | {origin} | {p.description} |")
     return "\n".join(lines)
 

@@ -55,8 +55,6 @@ def first_of(frame: pd.DataFrame, names: tuple[str, ...]) -> pd.Series:
 
 
 def as_string(series: pd.Series) -> pd.Series:
-    if pd.api.types.is_float_dtype(series):  # integer ids that picked up NaN
-        series = series.astype("Int64")
     return series.astype("string")
 
 

@@ -130,23 +130,28 @@ def make_session(
     return session
 
 
+MAX_MESSAGE = 500  # characters of a server's message kept in an error
+
+
 def error_message(response: requests.Response) -> str:
-    """The server's own words. Sysdig sends JSON errors even when it labels them text/plain."""
+    """The server's own words, whole (callers scrub, then cut). Sysdig sends JSON errors even when
+    it labels them text/plain."""
     try:
         body = json.loads(response.text)
-    except ValueError:
-        return response.text.strip()[:500] or response.reason
+    except (ValueError, RecursionError):
+        return response.text.strip() or response.reason
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):  # JupiterOne: {"error": {"code", "message"}}
             return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
         errors = body.get("errors")
         if isinstance(errors, list) and errors:
-            return "; ".join(str(e.get("message") or e.get("reason") or e) for e in errors if e)
+            return "; ".join(str(e.get("message") or e.get("reason") or e) if isinstance(e, dict) else str(e)
+                             for e in errors if e)
         for key in ("message", "error", "details"):
             if body.get(key):
                 return str(body[key])
-    return str(body)[:500]
+    return str(body)
 
 
 class ApiHook(BaseHook):
@@ -224,7 +229,10 @@ class ApiHook(BaseHook):
             raise self._error(method, path, response.status_code, "invalid JSON body: nested too deeply") from None
 
     def _error(self, method: str, path: str, status: int | None, message: str) -> ApiError:
-        return ApiError(self.service, method, path, status, self.scrubber.text(message))
+        """Scrubbed before it is cut, so no part of a secret survives at the cut."""
+        message = self.scrubber.text(message)
+        return ApiError(self.service, method, path, status,
+                        message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "...")
 
     def crawl(self, start: Iterable[W], fetch: Callable[[W], tuple[R, list[W]]]) -> Iterator[R]:
         """Run `fetch` on up to `max_concurrency` work items at once; each call returns a result

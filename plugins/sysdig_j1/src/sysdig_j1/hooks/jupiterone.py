@@ -71,10 +71,17 @@ class JupiterOneHook(ApiHook):
     # -- the job protocol (every call answers {"job": {...}}) -------------------------------
     def post(self, path: str, body: bytes | dict, headers: dict[str, str] | None = None) -> dict[str, Any]:
         content = {"data": body} if isinstance(body, bytes) else {"json": body}
-        return self.request_json("POST", f"{JOBS}{path}", headers=headers, **content)["job"]
+        return self._job("POST", f"{JOBS}{path}", headers=headers, **content)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self.request_json("GET", f"{JOBS}/{job_id}")["job"]
+        return self._job("GET", f"{JOBS}/{job_id}")
+
+    def _job(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = self.request_json(method, path, **kwargs)
+        job = body.get("job") if isinstance(body, dict) else None
+        if not isinstance(job, dict) or not isinstance(job.get("id"), str) or "status" not in job:
+            raise self._error(method, path, None, "the answer has no job object with an id and a status")
+        return job
 
     def create_job(self, scope: str) -> dict[str, Any]:
         return self.post("", {**self.job_target(scope), "syncMode": "DIFF"})

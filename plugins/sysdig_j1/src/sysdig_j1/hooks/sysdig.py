@@ -39,8 +39,8 @@ DETECT_TIMEOUT = (5, 10)
 @dataclass(frozen=True)
 class Listing:
     """One paged endpoint. `paging`: "offset" (page.total or total), "cursor" (page.next) or
-    "legacy" (resultsDirect's options.canLoadMore). `optional` listings that answer 404/410 yield
-    one empty page, with a warning, instead of failing the crawl (retired legacy endpoints)."""
+    "legacy" (resultsDirect's options.canLoadMore). `optional` listings whose first page answers
+    404/410 yield one empty page, with a warning, instead of failing the crawl (retired legacy endpoints)."""
 
     path: str
     name: str  # the caller's label for where the pages go
@@ -78,13 +78,21 @@ class ListingError(ApiError):
         super().__init__("Sysdig", method, path, None, problem)
 
 
+def _object(body: dict, name: str, fail) -> dict:
+    """An answer's sub-object (`page`, `options`), empty when absent; not an object is an error."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise fail(f"the answer's {name!r} is not an object")
+    return value or {}
+
+
 def _total(body: dict, fail) -> int | None:
-    """The listing's total as the answer states it: page.total, total (light) or totalRows (legacy)."""
-    page = body.get("page")
-    total = page.get("total") if isinstance(page, dict) else None
+    """The listing's total as the answer states it: page.total, total (light) or totalRows (legacy).
+    Server values are not quoted in errors: they may echo anything."""
+    total = _object(body, "page", fail).get("total")
     total = total if total is not None else body.get("total", body.get("totalRows"))
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
-        raise fail(f"the total {str(total)[:40]!r} is not a count")
+        raise fail(f"the total is a JSON {type(total).__name__}, not a count")
     return total
 
 
@@ -119,7 +127,7 @@ class SysdigHook(ApiHook):
     def base_url(self) -> str:
         host = self.connection.host
         # With a host override only the configured region is checked: a typo still fails loudly.
-        region = self.extra.get("region") or None if host else self.region
+        region = (self.extra.get("region") or None) if host else self.region
         return base_url(SYSDIG_REGIONS, region, host, "Sysdig")
 
     @property
@@ -148,7 +156,8 @@ class SysdigHook(ApiHook):
 
         def answers(item: tuple[str, str]) -> bool:
             try:
-                response = requests.get(f"{item[1]}/api/users/me", headers=headers, timeout=DETECT_TIMEOUT)
+                response = requests.get(f"{item[1]}/api/users/me", headers=headers, timeout=DETECT_TIMEOUT,
+                                        allow_redirects=False)
             except requests.RequestException:
                 return False
             return response.status_code == 200
@@ -185,7 +194,7 @@ class SysdigHook(ApiHook):
         try:
             body = self.get_json(listing.path, {**listing.params, **self._position(listing, position)})
         except ApiError as exc:
-            if listing.optional and exc.status in GONE:
+            if listing.optional and exc.status in GONE and number == 0:  # gone mid-listing: incomplete
                 log.warning("%s is not available, skipped: %s", listing.path, exc)
                 return Page(listing, number, []), []
             raise
@@ -226,8 +235,11 @@ class SysdigHook(ApiHook):
                 raise fail(f"{len(records)} records at offset {offset}, expected {expected} of {total}")
             if number > 0:  # the first page already planned every other page
                 return []
+            pages = math.ceil(total / listing.limit)
+            if pages > MAX_PAGES:
+                raise fail(f"a total of {total} would take {pages} pages, more than any listing can have")
             planned = _Walk(total=total)
-            return [(listing, n, n * listing.limit, planned) for n in range(1, math.ceil(total / listing.limit))]
+            return [(listing, n, n * listing.limit, planned) for n in range(1, pages)]
 
         walk.pages += 1
         walk.received += len(records)
@@ -237,12 +249,14 @@ class SysdigHook(ApiHook):
             walk.total = total
             walk.max_pages = max(walk.max_pages or 0, math.ceil(total / listing.limit) + 2)
         if listing.paging == "cursor":  # the last page is the one without a next cursor
-            follow = (body.get("page") or {}).get("next") or None
+            follow = _object(body, "page", fail).get("next") or None
+            if follow is not None and not isinstance(follow, str):
+                raise fail(f"the next cursor is a JSON {type(follow).__name__}, not text")
         else:  # legacy resultsDirect: options.canLoadMore
-            more = (body.get("options") or {}).get("canLoadMore")
+            more = _object(body, "options", fail).get("canLoadMore") is True
             follow = (position or 0) + len(records) if more else None
         if follow is not None and follow in walk.positions:
-            raise fail(f"the next page points back to an earlier position ({str(follow)[:40]!r}): a loop")
+            raise fail("the next page points back to an earlier position: a loop")
         if walk.total is not None and walk.received > walk.total:
             raise fail(f"{walk.received} records received, more than the total of {walk.total}")
         if follow is None:
