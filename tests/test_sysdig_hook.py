@@ -288,3 +288,11 @@ def test_error_messages_of_every_shape_are_quoted(body, message):
     response = requests.Response()
     response._content, response.status_code = body, 400
     assert error_message(response) == message
+
+
+def test_a_host_carrying_credentials_is_refused(monkeypatch):
+    conn = {"conn_type": "sysdig", "host": "https://admin:s3cret@sysdig.internal", "password": "t"}
+    monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(conn))
+    with pytest.raises(ValueError, match="the Sysdig host must not carry credentials") as error:
+        SysdigHook().base_url
+    assert "s3cret" not in str(error.value)

@@ -6,6 +6,8 @@ rest are app.<r>.sysdig.com), so an explicit table is the only safe rule.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 SYSDIG_REGIONS: dict[str, str] = {
     "us1": "https://secure.sysdig.com",
     "us2": "https://us2.app.sysdig.com",
@@ -31,7 +33,10 @@ def base_url(table: dict[str, str], region: str | None, host: str | None, servic
         known = ", ".join(table)
         raise ValueError(f"unknown {service} region {region!r}; expected one of: {known}")
     if host:
-        return host.rstrip("/") if "://" in host else f"https://{host.rstrip('/')}"
+        url = host.rstrip("/") if "://" in host else f"https://{host.rstrip('/')}"
+        if urlsplit(url).username is not None:  # it would end up in logs, XCom and every webLink
+            raise ValueError(f"the {service} host must not carry credentials; put the key in the password field")
+        return url
     if region is None:
         raise ValueError(f"no {service} region and no host set")
     return table[region]
