@@ -129,11 +129,12 @@ def test_a_misbehaving_server_fails_the_run_cleanly_or_publishes_exactly_the_rig
 ):
     folder, port = good_publish
     shutil.copytree(folder, tmp_path, dirs_exist_ok=True)  # J1 state and the last publish's counts
+    sysdig = SysdigEmulator(OrgSpec(), token=SYSDIG_TOKEN, scenario=scenario, canaries=(J1_KEY,))
+    sysdig.start(port=port)  # first, before any emulator on a free port could be given this one
     elsewhere = start_sysdig(OrgSpec(customer_id=9999999))  # a host the redirect points at
-    sysdig = SysdigEmulator(OrgSpec(), token=SYSDIG_TOKEN, scenario=scenario, canaries=(J1_KEY,),
-                            redirect_to=elsewhere.url)
+    requests.post(f"{sysdig.url}/_emulator/faults", json={"redirect_to": elsewhere.url}, timeout=5).raise_for_status()
     jupiterone = JupiterOneEmulator(tmp_path / "j1-state.json", account=J1_ACCOUNT, api_key=J1_KEY)
-    sysdig.start(port=port), jupiterone.start()
+    jupiterone.start()
     try:
         wire(monkeypatch, sysdig.url, jupiterone.url, tmp_path / "storage")
         before = by_key(jupiterone.graph())

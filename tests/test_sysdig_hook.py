@@ -126,7 +126,7 @@ RUNTIME = Listing("/secure/vulnerability/v1/runtime-results", "scans", paging="c
 
 @pytest.mark.parametrize(("scenario", "org", "listing", "problem"), [
     ("changing_total", OrgSpec(users=450), Listing("/platform/v1/users", "users"),
-     "page [12]: the total changed from 450 to 451 between pages"),
+     "page [12]: the total changed from 450 to 45[12] between pages"),  # pages 1 and 2 race
     ("short_member_pages", OrgSpec(), Listing("/platform/v1/teams/20000/users", "members",
                                               params={"withAdminUsers": "true"}),
      "page 0: 5 records at offset 0, expected 9 of 9"),
