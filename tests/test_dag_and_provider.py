@@ -3,6 +3,7 @@ connection types with labelled fields."""
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import timedelta
 
@@ -60,3 +61,32 @@ def test_provider_registers_connection_types(conn_type, hook_class, fields, rela
     assert fields <= widgets
     behaviour = manager.field_behaviours[conn_type]
     assert relabelled.items() <= behaviour["relabeling"].items()
+
+
+def test_the_test_button_of_both_connection_types_is_green_with_good_keys_and_red_with_bad(
+    start_sysdig, jupiterone, monkeypatch
+):
+    from conftest import J1_ACCOUNT, J1_KEY, SYSDIG_TOKEN
+
+    from sysdig_j1.hooks.jupiterone import JupiterOneHook
+    from sysdig_j1.hooks.sysdig import SysdigHook
+
+    sysdig = start_sysdig()
+
+    def hooks(token: str, key: str) -> tuple[SysdigHook, JupiterOneHook]:
+        monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(
+            {"conn_type": "sysdig", "host": sysdig.url, "password": token}))
+        monkeypatch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", json.dumps(
+            {"conn_type": "jupiterone", "host": jupiterone.url, "login": J1_ACCOUNT, "password": key}))
+        return SysdigHook(backoff=0.01), JupiterOneHook(backoff=0.01)
+
+    good_sysdig, good_j1 = hooks(SYSDIG_TOKEN, J1_KEY)
+    assert good_sysdig.test_connection() == (True, f"Token accepted by {sysdig.url} (customer 5000001)")
+    assert good_j1.test_connection() == (True, f"Account {J1_ACCOUNT!r} and key accepted by {jupiterone.url}")
+
+    bad_sysdig, bad_j1 = hooks("wrong-token", "wrong-key")
+    ok, message = bad_sysdig.test_connection()
+    assert not ok and "GET /api/users/me failed: HTTP 401" in message
+    ok, message = bad_j1.test_connection()
+    assert not ok and "HTTP 401: UNAUTHORIZED" in message and "wrong-key" not in message
+    assert jupiterone.jobs() == []  # testing never creates a job

@@ -203,3 +203,24 @@ def test_extract_memory_stays_flat_as_the_organisation_grows(sysdig_hook, tmp_pa
 
     assert len(read_raw(storages[30_000], "image_scans")) == 30_000
     assert large < 1.5 * small, (small, large)  # ten times the data, about the same peak
+
+
+def test_a_long_extract_logs_its_progress_per_listing(sysdig_hook, storage, monkeypatch, caplog):
+    hook, _ = sysdig_hook(OrgSpec(scans=6_000), extra={"max_concurrency": 1})
+    monkeypatch.setattr(extract, "PROGRESS_SECONDS", 0.0)  # every page, instead of every 15 s
+
+    with caplog.at_level("INFO", logger="sysdig_j1.extract"):
+        extract.extract_image_scans(hook, storage, Scrubber())
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    assert len(lines) == 6  # 2,000 scans per stage in pages of 1,000
+    assert "image_scans/runtime 1,000 of 2,000 records" in lines[0]
+    assert lines[-1].startswith("progress: 6 pages so far;") and lines[-1].count("2,000 of 2,000 records") == 3
+
+
+def test_progress_of_many_listings_is_summed():
+    from collections import Counter
+
+    counts = Counter({f"team_memberships/{n}": 10 for n in range(6)})
+    assert extract.progress(counts, dict.fromkeys(counts, 20)) == "6 listings, 60 of 120 records"
+    assert extract.progress(counts, {**dict.fromkeys(counts, 20), "team_memberships/0": None}) == "6 listings, 60 records"

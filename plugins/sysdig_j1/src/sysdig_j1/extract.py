@@ -11,6 +11,7 @@ its folders first, so re-running a task replaces its output.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 
@@ -22,17 +23,38 @@ from sysdig_j1.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
+PROGRESS_SECONDS = 15.0
+
 VM_STAGES = ("runtime", "pipeline", "registry")
 
 
 def save_pages(storage: RunStorage, pages: Iterable[Page], scrubber: Scrubber) -> Counter[str]:
-    """Write every page under raw/<listing name>/; returns the record count per listing name."""
+    """Write every page under raw/<listing name>/; returns the record count per listing name.
+    Every PROGRESS_SECONDS it logs how far each listing has got, so a long extract can be followed."""
     counts: Counter[str] = Counter()
-    for page in pages:
+    totals: dict[str, int | None] = {}
+    logged = time.monotonic()
+    for number, page in enumerate(pages, 1):
         counts[page.listing.name] += len(page.records)
+        totals[page.listing.name] = page.total
         if page.records:
             raw.write_page(storage, page.listing.name, page.number, page.records, scrubber, page.listing.path)
+        if time.monotonic() - logged >= PROGRESS_SECONDS:
+            log.info("progress: %d pages so far; %s", number, progress(counts, totals))
+            logged = time.monotonic()
     return counts
+
+
+def progress(counts: Counter[str], totals: dict[str, int | None]) -> str:
+    """'image_scans/runtime 3,000 of 5,000 records, ...'; many listings (one per team) are summed."""
+    if len(counts) > 5:
+        known = all(total is not None for total in totals.values())
+        of = f" of {sum(totals.values()):,}" if known else ""
+        return f"{len(counts)} listings, {sum(counts.values()):,}{of} records"
+    return ", ".join(
+        f"{name} {count:,}{'' if totals[name] is None else f' of {totals[name]:,}'} records"
+        for name, count in counts.items()
+    )
 
 
 def _manifest(storage: RunStorage, resource: str, records: dict[str, int]) -> dict:

@@ -206,8 +206,9 @@ class ApiHook(BaseHook):
             try:
                 response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout,
                                                 allow_redirects=False, **kwargs)
-            except requests.RequestException as exc:
-                raise self._error(method, path, None, f"{type(exc).__name__}: {exc}") from None
+            except requests.RequestException as exc:  # after urllib3's retries: the service is unreachable
+                raise self._error(method, path, None, f"cannot reach {self.base_url} (connection {self.conn_id!r}): "
+                                                      f"{type(exc).__name__}: {exc}") from None
             finally:
                 self.rate_limit.release(response.headers if response is not None else None)
         if response.is_redirect:

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 import requests
-from sysdig_j1.hooks.http import DEFAULT_TIMEOUT, ApiHook, make_session
+from sysdig_j1.hooks.http import DEFAULT_TIMEOUT, ApiError, ApiHook, make_session
 from sysdig_j1.regions import JUPITERONE_REGIONS, base_url
 
 JOBS = "/persister/synchronization/jobs"
@@ -97,3 +97,16 @@ class JupiterOneHook(ApiHook):
 
     def abort(self, job_id: str, reason: str) -> dict[str, Any]:
         return self.post(f"/{job_id}/abort", {"reason": reason[:1000]})
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow UI 'Test' button. The sync API's cheapest authenticated call is the status of a
+        job that cannot exist: JupiterOne checks the account and key first (401), then answers that
+        there is no such job (404), so a 404 means the credentials were accepted."""
+        try:
+            self.get_job(str(uuid.UUID(int=0)))
+        except ApiError as exc:
+            if exc.status != 404:
+                return False, str(exc)
+        except Exception as exc:  # shown to the user as the test result
+            return False, str(exc)
+        return True, f"Account {self.connection.login!r} and key accepted by {self.base_url}"

@@ -56,6 +56,7 @@ class Page:
     listing: Listing
     number: int  # 0-based position in its listing, so files get stable names whatever the order
     records: list[dict[str, Any]]
+    total: int | None = None  # the listing's total as the server states it, for progress logs
 
 
 @dataclass
@@ -203,7 +204,8 @@ class SysdigHook(ApiHook):
         records = body.get(listing.items)
         if not isinstance(records, list):
             raise ListingError("GET", listing.path, f"the answer's {listing.items!r} is not a list")
-        return Page(listing, number, records), self._follow_ups(listing, number, position, walk, body, records)
+        follow_ups = self._follow_ups(listing, number, position, walk, body, records)
+        return Page(listing, number, records, walk.total), follow_ups
 
     @staticmethod
     def _position(listing: Listing, position: Any) -> dict[str, Any]:
@@ -230,6 +232,7 @@ class SysdigHook(ApiHook):
                 raise fail("no total in the answer, so completeness cannot be verified")
             if walk.total is not None and total != walk.total:
                 raise fail(f"the total changed from {walk.total} to {total} between pages")
+            walk.total = total
             expected = max(0, min(listing.limit, total - offset))
             if len(records) != expected:
                 raise fail(f"{len(records)} records at offset {offset}, expected {expected} of {total}")
