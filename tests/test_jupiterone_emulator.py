@@ -181,7 +181,9 @@ def test_unknown_job_is_404(j1: J1) -> None:
 
 # -- life cycle and DIFF ----------------------------------------------------------------------------
 def test_full_lifecycle_steps_through_the_finalize_statuses(emu: JupiterOneEmulator, j1: J1) -> None:
-    job_id = j1.create()["id"]
+    created = j1.create()
+    job_id = created["id"]
+    assert created["endTimestamp"] is None  # open
     status, answer = j1.upload(job_id, entities=[ACCOUNT_ENTITY, user(1), user(2)])
     assert status == 200 and answer["job"]["numEntitiesUploaded"] == 3
     assert j1.upload(job_id, relationships=[has_user(1), has_user(2)])[1]["job"][
@@ -194,7 +196,7 @@ def test_full_lifecycle_steps_through_the_finalize_statuses(emu: JupiterOneEmula
     assert seen == ["FINALIZING_ENTITIES", "FINALIZING_RELATIONSHIPS", "FINISHED", "FINISHED"]
 
     job = j1.status(job_id)
-    assert job["done"] is True
+    assert job["done"] is True and job["endTimestamp"] >= job["startTimestamp"]  # when it stopped being open
     assert (job["numEntitiesCreated"], job["numRelationshipsCreated"]) == (3, 2)
     assert emu.graph("sysdig") == {"entities": sorted([ACCOUNT_ENTITY, user(1), user(2)],
                                                       key=lambda e: e["_key"]),

@@ -110,6 +110,10 @@ class SyncJob:
 
     def set_status(self, status: str) -> None:
         self.fields.update(status=status, done=status in TERMINAL_STATUSES)
+        if self.fields["done"] and self.fields.get("endTimestamp") is None:
+            # Emulator-specific: when the job stopped being open, so tests can check that no two
+            # jobs of a scope were ever open at the same moment.
+            self.fields["endTimestamp"] = int(time.time() * 1000)
 
     def advance(self) -> None:
         if self.next_statuses:
@@ -257,7 +261,7 @@ class JupiterOneEmulator(Emulator):
             # J1 makes an integration job with the sync job's id when none is given (ref §2.2).
             "integrationJobId": body.get("integrationJobId") or (job_id if instance_id else None),
             "syncMode": "DIFF", "accountId": self.account, "status": "AWAITING_UPLOADS",
-            "startTimestamp": int(time.time() * 1000), "done": False, "abortReason": None,
+            "startTimestamp": int(time.time() * 1000), "endTimestamp": None, "done": False, "abortReason": None,
             **dict.fromkeys(COUNTERS, 0),
         })
         self._jobs[job_id] = job
