@@ -156,3 +156,11 @@ def test_no_secret_in_any_log_xcom_row_or_storage_file(world, first_run):
     stored = storage_text(folder / "storage")
     for secret in (SYSDIG_TOKEN, J1_KEY):
         assert secret not in xcom and secret not in logs and secret not in stored
+
+
+def test_the_dag_and_every_task_carry_docs_for_the_ui(world):
+    airflow, _, _ = world
+
+    assert "Sync a Sysdig Secure account into the JupiterOne graph" in airflow.ok("GET", f"/dags/{DAG}/details")["doc_md"]
+    tasks = airflow.ok("GET", f"/dags/{DAG}/tasks")["tasks"]
+    assert len(tasks) == 10 and all(task["doc_md"] for task in tasks), [t["task_id"] for t in tasks if not t["doc_md"]]
