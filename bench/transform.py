@@ -1,19 +1,28 @@
-"""Benchmark of the transform (raw pages -> entity and relationship frames) at scale.
+"""Benchmark of the transform (raw pages -> entity and relationship frames) and of the data-quality
+check on its frames, at scale.
 
 Raw input is written the way the extract tasks write it, but straight from the emulator's
 organisation generator (no HTTP): 100,000 users (+ users_light), 1,000 teams, their memberships
 with admins, the account, and N image scans split over the runtime/pipeline/registry partitions,
-in pages of 1,000 records. Each size is transformed in a fresh child process, so its peak RSS
-(ru_maxrss of that process, imports included) belongs to that size alone.
+in pages of 1,000 records. Each size is transformed, then checked by `quality.validate`, in a fresh
+child process, so its peak RSS (ru_maxrss of that process, imports included) belongs to that size
+alone: "peak RSS" is read after the transform, "peak RSS with quality" after the check. Importing
+Great Expectations is a fixed cost paid once per process; it is timed on its own, not in "quality s".
 
-    .venv/bin/python bench/transform.py [--sizes 10000,100000,1000000]
+The demo row is the `make run` organisation (200 users, 10 teams, 500 scans) checked in a fresh
+process with the Great Expectations import included, i.e. what the check_quality task pays there.
 
-Generated input is cached under <tmp>/sysdig-j1-bench-parquet-pages/<shape>/ and reused by later runs.
+    .venv/bin/python bench/transform.py [--sizes 10000,100000,1000000] [--demo]
+
+Generated input is cached under <tmp>/sysdig-j1-bench-parquet-pages/<shape>/ and reused by later runs
+written under the same source contract.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
 import multiprocessing
 import os
 import platform
@@ -28,6 +37,7 @@ from functools import partial
 from pathlib import Path
 
 USERS, TEAMS, PAGE_SIZE = 100_000, 1_000, 1_000
+DEMO = (200, 10, 500)  # users, teams, scans of `make run`
 DEFAULT_SIZES = "10000,100000,1000000"
 CACHE_ROOT = Path(tempfile.gettempdir()) / "sysdig-j1-bench-parquet-pages"  # raw pages as extract writes them
 COMPLETE_MARKER = "complete"  # written last, so an interrupted generation is never reused
@@ -39,7 +49,12 @@ class Measurement:
     entity_rows: int
     relationship_rows: int
     transform_seconds: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # after the transform
+    gx_import_seconds: float
+    quality_seconds: float  # quality.validate, Great Expectations already imported
+    quality_peak_rss_mb: float  # after the check too
+    checks_passed: int
+    checks_evaluated: int
 
     @property
     def rows_per_second(self) -> float:
@@ -56,13 +71,13 @@ def _pages(indices: Sequence[int], render: Callable[[int], dict]) -> Iterator[li
         yield [render(i) for i in page(indices, offset, PAGE_SIZE)]
 
 
-def _write_organisation(storage_url: str, scans: int) -> None:
+def _write_organisation(storage_url: str, users: int, teams: int, scans: int) -> None:
     from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
     from sysdig_j1.hooks.storage import RunStorage
     from sysdig_j1.raw import write_page
     from sysdig_j1.scrub import Scrubber
 
-    org = SysdigOrg(OrgSpec(users=USERS, teams=TEAMS, scans=scans))
+    org = SysdigOrg(OrgSpec(users=users, teams=teams, scans=scans))
     storage = RunStorage(storage_url, "bench", "run")
 
     def write_pages(listing: str, pages: Iterable[list[dict]]) -> None:  # as the extract tasks store them
@@ -80,71 +95,138 @@ def _write_organisation(storage_url: str, scans: int) -> None:
         write_pages(f"image_scans/{stage}", _pages(org.scans(stage), partial(org.stage_result, stage)))
 
 
-def prepared_input(scans: int) -> tuple[str, float | None]:
-    """Storage URL of the raw input for `scans`, and the seconds spent generating it (None: cached)."""
-    folder = CACHE_ROOT / f"users{USERS}-teams{TEAMS}-scans{scans}"
+def _contract_fingerprint() -> str:
+    """Changes with any resource's page schema: the transform refuses pages of another contract."""
+    from sysdig_j1.contract import contract_for
+    from sysdig_j1.model import RESOURCES
+    from sysdig_j1.raw import page_schema
+
+    schemas = "\n".join(page_schema(contract_for(r)).to_string(show_schema_metadata=True) for r in RESOURCES)
+    return hashlib.sha256(schemas.encode()).hexdigest()
+
+
+def prepared_input(scans: int, users: int = USERS, teams: int = TEAMS) -> tuple[str, float | None]:
+    """Storage URL of the raw input for this shape, and the seconds spent generating it (None: cached)."""
+    folder = CACHE_ROOT / f"users{users}-teams{teams}-scans{scans}"
     url = f"file://{folder}"
-    if (folder / COMPLETE_MARKER).exists():
+    marker, fingerprint = folder / COMPLETE_MARKER, _contract_fingerprint()
+    if marker.exists() and marker.read_text() == fingerprint:
         return url, None
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     started = time.perf_counter()
-    _write_organisation(url, scans)
+    _write_organisation(url, users, teams, scans)
     seconds = time.perf_counter() - started
-    (folder / COMPLETE_MARKER).touch()
+    marker.write_text(fingerprint)
     return url, seconds
 
 
 # -- measurement (child process) -----------------------------------------------------------
-def _transform_once(storage_url: str, scans: int) -> Measurement:
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _graph(storage_url: str):
     from sysdig_j1.hooks.storage import RunStorage
     from sysdig_j1.transform import Context, build_graph
 
+    # Importing Airflow (via sysdig_j1) set up INFO logging to stdout, where GX's hundreds of INFO
+    # lines would bury the table. (The demo row measures the same 2.1 s either way.)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
     storage = RunStorage(storage_url, "bench", "run")
+    context = Context(storage, app_url="https://us2.app.sysdig.com", account_name="bench")
+    entities, relationships, _ = build_graph(context)
+    return entities, relationships
+
+
+def _quality(entities, relationships) -> tuple[float, float, int, int]:
+    """(import s, validate s, checks passed, checks evaluated). The first call in a process imports
+    Great Expectations, as the check_quality task does; that import is timed apart."""
+    from sysdig_j1 import quality
+
     started = time.perf_counter()
-    entities, relationships, _ = build_graph(
-        Context(storage, app_url="https://us2.app.sysdig.com", account_name="bench")
-    )
-    seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return Measurement(scans, len(entities), len(relationships), seconds, peak_kib / 1024)
+    import great_expectations  # noqa: F401
+    import_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    report = quality.validate(entities, relationships)
+    validate_seconds = time.perf_counter() - started
+    return import_seconds, validate_seconds, sum(row["success"] for row in report["results"]), report["evaluated"]
 
 
-def measure_in_fresh_process(storage_url: str, scans: int) -> Measurement:
+def _measure_once(storage_url: str, scans: int) -> Measurement:
+    import sysdig_j1.transform  # noqa: F401  (imports are not part of the transform's time)
+
+    started = time.perf_counter()
+    entities, relationships = _graph(storage_url)
+    transform_seconds, transform_peak = time.perf_counter() - started, _peak_rss_mb()
+    import_seconds, quality_seconds, passed, evaluated = _quality(entities, relationships)
+    return Measurement(scans, len(entities), len(relationships), transform_seconds, transform_peak,
+                       import_seconds, quality_seconds, _peak_rss_mb(), passed, evaluated)
+
+
+def _demo_once(storage_url: str) -> tuple[int, int, float, float, int, int]:
+    """(entity rows, relationship rows, *`_quality`)"""
+    entities, relationships = _graph(storage_url)
+    return len(entities), len(relationships), *_quality(entities, relationships)
+
+
+def in_fresh_process(function: Callable, *args: object):
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_transform_once, storage_url, scans).result()
+        return pool.submit(function, *args).result()
 
 
 # -- report ----------------------------------------------------------------------------------
 def markdown_table(measurements: list[Measurement]) -> str:
     lines = [
-        "| scans | entity rows | relationship rows | transform s | rows/s | peak RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| scans | entity rows | relationship rows | transform s | rows/s | peak RSS MB "
+        "| quality s | quality / transform | peak RSS with quality MB | checks passed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {m.scans:,} | {m.entity_rows:,} | {m.relationship_rows:,} | {m.transform_seconds:.1f} "
-        f"| {m.rows_per_second:,.0f} | {m.peak_rss_mb:,.0f} |"
+        f"| {m.rows_per_second:,.0f} | {m.peak_rss_mb:,.0f} | {m.quality_seconds:.1f} "
+        f"| {m.quality_seconds / m.transform_seconds:.2f} | {m.quality_peak_rss_mb:,.0f} "
+        f"| {m.checks_passed}/{m.checks_evaluated} |"
         for m in measurements
     ]
     return "\n".join(lines)
 
 
+def demo_line() -> str:
+    users, teams, scans = DEMO
+    url, _ = prepared_input(scans, users, teams)
+    entity_rows, relationship_rows, imported, validated, passed, evaluated = in_fresh_process(_demo_once, url)
+    return (f"demo ({users} users, {teams} teams, {scans} scans: {entity_rows:,} entity + {relationship_rows:,} "
+            f"relationship rows), fresh process: import great_expectations {imported:.1f} s + validate "
+            f"{validated:.1f} s = {imported + validated:.1f} s; {passed}/{evaluated} checks passed")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated scan counts (default %(default)s)")
-    sizes = [int(size) for size in parser.parse_args(argv).sizes.split(",")]
+    parser.add_argument("--demo", action="store_true", help="only the demo-size row (import + validate)")
+    args = parser.parse_args(argv)
+    if args.demo:
+        print(demo_line())
+        return
+    sizes = [int(size) for size in args.sizes.split(",")]
 
     measurements, generation = [], []
     for scans in sizes:
         url, seconds = prepared_input(scans)
         generation.append(f"{scans:,} scans " + ("cached" if seconds is None else f"{seconds:.1f} s"))
         print(f"input for {generation[-1]}", flush=True)
-        measurements.append(measure_in_fresh_process(url, scans))
-        print(f"{scans:,} scans: transform {measurements[-1].transform_seconds:.1f} s", flush=True)
+        measurements.append(in_fresh_process(_measure_once, url, scans))
+        m = measurements[-1]
+        print(f"{scans:,} scans: transform {m.transform_seconds:.1f} s, quality {m.quality_seconds:.1f} s", flush=True)
 
+    imports = ", ".join(f"{m.gx_import_seconds:.1f}" for m in measurements)
     print(f"\n{os.cpu_count()} CPUs, Python {platform.python_version()}; {USERS:,} users, {TEAMS:,} teams; "
-          "rows/s = (entity + relationship rows) / transform s\n")
+          "rows/s = (entity + relationship rows) / transform s; quality s = quality.validate on the "
+          f"transform's frames (import great_expectations, timed apart: {imports} s)\n")
     print(markdown_table(measurements))
+    print(f"\n{demo_line()}")
     print(f"\nInput generation (not in the table): {'; '.join(generation)}.")
 
 

@@ -46,7 +46,7 @@ def test_every_resource_has_an_extract_task_and_feeds_the_model():
 
 
 def test_quality_checks_cover_every_required_property():
-    checks = build_checks(entity_keys=[])
+    checks = build_checks()
     not_null = {(c.type, dict(c.kwargs)["column"]) for c in checks if c.expectation == "ExpectColumnValuesToNotBeNull"}
     for owner in (*ENTITIES, *RELATIONSHIPS):
         assert {(owner.type, name) for name in owner.required} <= not_null
