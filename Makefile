@@ -25,7 +25,7 @@ test: install
 	$(BIN)/python -m pytest
 
 ## Benchmarks (print tables, not tests): extraction vs the original integration's call pattern,
-## the transform at 10k / 100k / 1M image scans, and publishing. About 16 minutes on 2 cores.
+## the transform and the quality gate at 10k / 100k / 1M image scans, and publishing. About 16 minutes on 2 cores.
 bench: install
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/transform.py
