@@ -41,6 +41,8 @@ TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("SYSDIG_J1_TASK_TIMEOUT_MI
 
 
 def sysdig_jupiterone(account: Account):
+    graph_asset = pipeline.graph_asset(account.dag_id)
+
     @dag(
         dag_id=account.dag_id,
         schedule=None if SCHEDULE.lower() in ("", "none") else SCHEDULE,
@@ -92,10 +94,13 @@ def sysdig_jupiterone(account: Account):
         # One publish per scope at a time, whatever the run type or the number of workers: the
         # scheduler starts no second `load` of this DAG while one runs, backfill runs included
         # (a backfill brings its own max_active_runs). Its log says why a load waits.
-        @task(max_active_tis_per_dag=1, multiple_outputs=False)
-        def load(graph: dict, quality: dict, params: dict | None = None) -> dict:
-            """Publish through one JupiterOne synchronization job (or, for a dry run, write it out)."""
-            return pipeline.load(jupiterone(), RunStorage.for_current_run(), graph, params or {})
+        @task(max_active_tis_per_dag=1, multiple_outputs=False, outlets=[graph_asset])
+        def load(graph: dict, quality: dict, params: dict | None = None, outlet_events=None) -> dict:
+            """Publish through one JupiterOne synchronization job (or, for a dry run, write it out),
+            report what changed, and tell the asset's consumers (the change totals in its extra)."""
+            result = pipeline.load(jupiterone(), RunStorage.for_current_run(), graph, params or {})
+            outlet_events[graph_asset].extra = pipeline.asset_extra(result)
+            return result
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
         def check_extracts_complete() -> None:

@@ -40,6 +40,10 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
     assert dag.task_dict["check_extracts_complete"].upstream_task_ids == extracts | {"load"}  # last: it reports the load
     assert set(dag.params) == {"dry_run", "allow_mass_deletion", "mass_deletion_threshold"}
     assert {t.execution_timeout for t in dag.tasks} == {timedelta(minutes=60)}  # nothing spins forever
+    assert [outlet.name for outlet in dag.task_dict["load"].outlets] == ["sysdig_jupiterone.jupiterone_graph"]
+    example = bag.get_dag("sysdig_graph_changed_example")
+    assert example.is_paused_upon_creation is True  # off by default
+    assert example.timetable.asset_condition == dag.task_dict["load"].outlets[0]  # scheduled on the graph
 
 
 @pytest.mark.parametrize(

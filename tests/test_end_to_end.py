@@ -213,3 +213,34 @@ def test_rerunning_any_task_of_a_run_gives_the_same_result(dag, start_sysdig, ju
     assert outputs() == before
     assert jupiterone.graph() == graph_before
     assert jupiterone.jobs()[-1]["numEntitiesCreated"] == jupiterone.jobs()[-1]["numEntitiesDeleted"] == 0
+
+
+def test_each_publish_reports_its_changes_and_updates_the_graph_asset(dag, start_sysdig, jupiterone, connect, tmp_path):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    sysdig = start_sysdig(OrgSpec())
+    connect(sysdig, jupiterone)
+    first = dag.test()
+    requests.post(f"{sysdig.url}/_emulator/users/10005/remove", timeout=5).raise_for_status()
+    second = dag.test()
+
+    def report(run) -> dict:
+        storage = RunStorage(f"file://{tmp_path}/storage", "sysdig_jupiterone", run.run_id)
+        return json.loads(storage.path("report", "changes.json").read_text())
+
+    assert report(first)["totals"]["entities"] == {"added": 80, "removed": 0, "changed": 0}  # a first publish
+    changed = report(second)
+    assert changed["totals"] == {"entities": {"added": 0, "removed": 1, "changed": 1},
+                                 "relationships": {"added": 0, "removed": 2, "changed": 0}}
+    assert changed["security"]["users_removed"] == ["sysdig_user:10005"]
+    assert changed["security"]["memberships_removed"] == ["sysdig_team:20001|has|sysdig_user:10005"]
+    team = {c["_key"]: c["properties"] for c in changed["entities"]["sysdig_team"]["changed"]}
+    assert team["sysdig_team:20001"] == {"userCount": [9, 8]}  # and nothing else about the team
+
+    with create_session() as session:
+        asset = session.query(AssetModel).filter_by(name="sysdig_jupiterone.jupiterone_graph").one()
+        latest = session.query(AssetEvent).filter_by(asset_id=asset.id).order_by(AssetEvent.id.desc()).first()
+        assert latest.extra["totals"] == changed["totals"] and latest.extra["dry_run"] is False
+        assert latest.extra["security"] == {"users_removed": 1, "memberships_removed": 1}
+        assert latest.extra["scope"] == "sysdig-j1:5000001"

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 
+from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
+from sysdig_j1 import changes, quality
 from sysdig_j1 import load as loader
-from sysdig_j1 import quality
 from sysdig_j1.contract import ContractError, contract_for
 from sysdig_j1.extract import EXTRACTORS, missing_resources
 from sysdig_j1.hooks.http import ApiError
@@ -100,26 +101,61 @@ def check_quality(storage: RunStorage, graph: dict) -> dict:
 
 def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -> dict:
     """Publish, guarded by the counts of the scope's last successful publish; or, for a dry run,
-    write what would be uploaded into the run's folder without calling JupiterOne at all."""
+    write what would be uploaded into the run's folder without calling JupiterOne at all. Either
+    way `report/changes.json` says what the publish changes compared with the last one."""
     entities, relationships = _read_graph(storage)
     scope = loader.scope_for(graph["account_id"])
     state = storage.published_state(scope)
-    previous = storage.read_json(state)["counts"] if state.exists() else None
+    published = storage.read_json(state) if state.exists() else {}
+    previous = published.get("counts")
     max_shrink = None if params.get("allow_mass_deletion") else float(params.get("mass_deletion_threshold", 0.5))
     partial = graph["partial_types"]
+    frames = {"entities": entities, "relationships": relationships}
+    # A re-run of this task compares with the publish before this run, as the first attempt did.
+    rerun = published.get("run_folder") == str(storage.root)
+    baseline = "before" if rerun else "latest"
+    previous_graph = {kind: _read_if_present(storage, storage.published_graph(scope, kind, baseline))
+                      for kind in changes.KINDS}
+    changed = report_changes(storage, frames, previous_graph, partial)
     if params.get("dry_run"):
-        return dry_run(storage, entities, relationships, scope, partial, previous, max_shrink)
+        return {**dry_run(storage, entities, relationships, scope, partial, previous, max_shrink), "changes": changed}
     try:
         result = loader.publish(hook, entities, relationships, scope, partial_types=partial,
                                 previous_counts=previous, max_shrink=max_shrink)
     except loader.MassDeletionError as exc:
         raise AirflowFailException(str(exc)) from exc  # retrying cannot change the answer
     storage.write_json(storage.path("graph", "load.json"), result)
-    # JupiterOne kept the partial types as they were, so their last known counts still hold.
+    # JupiterOne kept the partial types as they were, so their last known counts and objects still hold.
     kept = {t: c for t, c in (previous or {}).items() if t in partial}
+    for kind, frame in frames.items():
+        if previous_graph[kind] is not None:
+            storage.write_parquet(storage.published_graph(scope, kind, "before"), previous_graph[kind])
+        storage.write_parquet(storage.published_graph(scope, kind),
+                              changes.carried_over(previous_graph[kind], frame, partial))
     storage.write_json(state, {"counts": {**kept, **result["published"]}, "job_id": result["job_id"],
                                "run_folder": str(storage.root)})
-    return result
+    return {**result, "scope": scope, "changes": changed}
+
+
+def graph_asset(dag_id: str) -> Asset:
+    """The JupiterOne graph a DAG publishes, as an Airflow Asset: `load` updates it on every publish
+    (or dry run), so a downstream DAG can be scheduled on "the Sysdig graph changed"."""
+    return Asset(name=f"{dag_id}.jupiterone_graph", uri=f"jupiterone://sysdig-j1/{dag_id}")
+
+
+def asset_extra(loaded: dict) -> dict:
+    """The asset event's extra: the scope, whether it was a dry run, and what changed."""
+    return {"scope": loaded["scope"], "dry_run": bool(loaded.get("dry_run")), **loaded["changes"]}
+
+
+def report_changes(storage: RunStorage, frames: dict, previous: dict, partial: list[str]) -> dict:
+    """Write report/changes.json; returns its totals and the number of each called-out change."""
+    compared = {kind: changes.compare(previous[kind], frames[kind], partial) for kind in changes.KINDS}
+    document = changes.report(compared["entities"], compared["relationships"], frames["entities"])
+    storage.write_json(storage.reset(storage.path("report")) / "changes.json", document)
+    called_out = {name: len(found) for name, found in document["security"].items() if found}
+    log.info("changes since the last publish: %s; called out: %s", document["totals"], called_out or "nothing")
+    return {"totals": document["totals"], "security": called_out}
 
 
 def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: list[str],
@@ -168,6 +204,10 @@ def check_extracts_complete(storage: RunStorage) -> None:
     else:
         published = "No publish to JupiterOne completed in this run (see the load task)."
     raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
+
+
+def _read_if_present(storage: RunStorage, path):
+    return storage.read_parquet(path) if path.exists() else None
 
 
 def _read_graph(storage: RunStorage):

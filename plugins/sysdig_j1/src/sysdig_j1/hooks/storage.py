@@ -52,6 +52,11 @@ class RunStorage:
         """What the last successful publish of a scope sent (kept next to the runs, not in one)."""
         return self.root.parent / "_published" / f"{_safe(scope)}.json"
 
+    def published_graph(self, scope: str, kind: str, generation: str = "latest") -> ObjectStoragePath:
+        """The graph (entities or relationships) as the last successful publish of a scope left it
+        ("latest"), or as the publish before that one left it ("before")."""
+        return self.root.parent / "_published" / f"{_safe(scope)}.{generation}.{kind}.parquet"
+
     def probe(self) -> None:
         """Write, read back and delete a small object in the run's folder; raises the storage's own
         error (a bad scheme, an unknown host, missing credentials) if the URL is not usable."""
@@ -82,6 +87,7 @@ class RunStorage:
     # -- frames and small documents -----------------------------------------------------------
     @staticmethod
     def write_parquet(path: ObjectStoragePath, frame: pd.DataFrame) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
         path.write_bytes(buffer.getvalue())

@@ -1,0 +1,95 @@
+"""What a publish changed: the comparison of two published graphs and the security call-outs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from sysdig_j1 import changes
+
+
+def frame(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(list(rows)).convert_dtypes()
+
+
+def user(n: int, **properties) -> dict:
+    return {"_key": f"sysdig_user:{n}", "_type": "sysdig_user", "_class": "User", "admin": False, "enabled": True,
+            "name": f"u{n}", "products": ["SDS"], "_rawData": '{"id": %d}' % n, **properties}
+
+
+def member(team: int, n: int, role: str = "ROLE_TEAM_READ") -> dict:
+    return {"_key": f"sysdig_team:{team}|has|sysdig_user:{n}", "_type": "sysdig_team_has_user", "_class": "HAS",
+            "role": role}
+
+
+def test_added_removed_and_changed_properties_with_before_and_after():
+    before = frame(user(1), user(2), user(3, products=["SDS"]))
+    after = frame(user(1), user(3, admin=True, products=["SDC", "SDS"], _rawData="different"), user(4))
+
+    compared = changes.compare(before, after)
+
+    assert compared == {"sysdig_user": {
+        "added": ["sysdig_user:4"],
+        "removed": ["sysdig_user:2"],
+        "changed": [{"_key": "sysdig_user:3",
+                     "properties": {"admin": [False, True], "products": [["SDS"], ["SDC", "SDS"]]}}],
+    }}
+
+
+def test_the_first_publish_reports_everything_as_added():
+    compared = changes.compare(None, frame(user(1), user(2)))
+    assert compared == {"sysdig_user": {"added": ["sysdig_user:1", "sysdig_user:2"], "removed": [], "changed": []}}
+
+
+def test_a_property_that_appears_or_disappears_is_a_change_to_or_from_null():
+    compared = changes.compare(frame(user(1)), frame(user(1, lastName="Lee")))
+    assert compared["sysdig_user"]["changed"] == [{"_key": "sysdig_user:1", "properties": {"lastName": [None, "Lee"]}}]
+    assert changes.compare(frame(user(1, lastName="Lee")), frame(user(1)))["sysdig_user"]["changed"][0][
+        "properties"] == {"lastName": ["Lee", None]}
+
+
+def test_types_kept_as_partial_datasets_are_neither_compared_nor_forgotten():
+    before = pd.concat([frame(user(1)), frame(member(7, 1))], ignore_index=True)
+    after = frame(user(1, admin=True))  # the memberships were not extracted this time
+
+    compared = changes.compare(before, after, partial=["sysdig_team_has_user"])
+    snapshot = changes.carried_over(changes.snapshot(before), after, ["sysdig_team_has_user"])
+
+    assert set(compared) == {"sysdig_user"}  # no membership reported removed
+    assert sorted(snapshot["_key"]) == ["sysdig_team:7|has|sysdig_user:1", "sysdig_user:1"]
+    assert "_rawData" not in snapshot
+
+
+def test_security_call_outs():
+    before_users = frame(user(1), user(2, admin=True), user(3), user(4))
+    after_users = frame(user(1, admin=True), user(2), user(3, enabled=False), user(5))
+    teams_before = frame({"_key": "sysdig_team:7", "_type": "sysdig_team", "name": "a"})
+    scans_after = frame({"_key": "sysdig_image_scan:x", "_type": "sysdig_image_scan", "policyStatus": "failed"},
+                        {"_key": "sysdig_image_scan:y", "_type": "sysdig_image_scan", "policyStatus": "passed"})
+    before = pd.concat([before_users, teams_before], ignore_index=True)
+    after = pd.concat([after_users, scans_after], ignore_index=True)
+    entities = changes.compare(before, after)
+    relationships = changes.compare(frame(member(7, 1), member(7, 2, "ROLE_TEAM_EDIT")),
+                                    frame(member(7, 2, "ROLE_TEAM_MANAGER"), member(8, 5)))
+
+    document = changes.report(entities, relationships, after)
+
+    assert document["security"] == {
+        "users_added": ["sysdig_user:5"], "users_removed": ["sysdig_user:4"],
+        "users_disabled": ["sysdig_user:3"], "users_enabled": [],
+        "users_made_admin": ["sysdig_user:1"], "users_no_longer_admin": ["sysdig_user:2"],
+        "memberships_added": ["sysdig_team:8|has|sysdig_user:5"],
+        "memberships_removed": ["sysdig_team:7|has|sysdig_user:1"],
+        "membership_roles_changed": [{"_key": "sysdig_team:7|has|sysdig_user:2",
+                                      "role": ["ROLE_TEAM_EDIT", "ROLE_TEAM_MANAGER"]}],
+        "teams_added": [], "teams_removed": ["sysdig_team:7"],
+        "image_scans_failing_policy": ["sysdig_image_scan:x"],
+    }
+    assert document["totals"] == {"entities": {"added": 3, "removed": 2, "changed": 3},
+                                  "relationships": {"added": 1, "removed": 1, "changed": 1}}
+
+
+@pytest.mark.parametrize("kind", changes.KINDS)
+def test_an_empty_graph_compares_cleanly(kind):
+    empty = pd.DataFrame({"_key": pd.Series(dtype="string"), "_type": pd.Series(dtype="string")})
+    assert changes.compare(empty, empty) == {}
