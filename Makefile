@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Installed site-packages are compiled once; without .pyc every Airflow process is ~2x slower.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install run test bench schemas lock compose-check clean
+.PHONY: install browser run test bench schemas lock compose-check clean
 
 $(VENV)/.installed: requirements.lock plugins/sysdig_j1/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m sysdig_j1.demo
 
+## Debian's chromium, for the test that renders the run report in a real headless browser.
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
 ## The whole test suite (.ci/run calls exactly this).
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 ## Benchmarks (print tables, not tests): extraction vs the original integration's call pattern,

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
     from sysdig_j1.emulators.sysdig import SysdigEmulator
     from sysdig_j1.emulators.sysdig_org import OrgSpec
+    from sysdig_j1.hooks.storage import RunStorage, default_storage_url
 
     home.mkdir(exist_ok=True)
     sysdig = SysdigEmulator(OrgSpec(users=args.users, teams=args.teams, scans=args.scans), token=DEMO_TOKEN)
@@ -56,13 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         {"conn_type": "jupiterone", "host": jupiterone.url, "login": J1_ACCOUNT, "password": J1_KEY}
     )
     try:
-        state = run_dag(repo)
+        run = run_dag(repo)
         print_graph(jupiterone)
     finally:
         sysdig.stop()
         jupiterone.stop()
-    print(f"\nDAG run finished: {state}")
-    return 0 if state == "success" else 1
+    print(f"\nDAG run finished: {run.state}")
+    page = RunStorage(default_storage_url(), run.dag_id, run.run_id).path("report", "index.html")
+    if page.exists():
+        print(f"What this publish changed, as a page: {page}")
+    return 0 if str(run.state) == "success" else 1
 
 
 def start_on(emulator, port: int) -> None:
@@ -72,7 +76,7 @@ def start_on(emulator, port: int) -> None:
         emulator.start()
 
 
-def run_dag(repo: Path) -> str:
+def run_dag(repo: Path):
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
 
@@ -80,7 +84,7 @@ def run_dag(repo: Path) -> str:
     bag = DagBag(dag_folder=str(repo / "dags"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
-    return str(bag.get_dag("sysdig_jupiterone").test().state)
+    return bag.get_dag("sysdig_jupiterone").test()
 
 
 def print_graph(jupiterone) -> None:

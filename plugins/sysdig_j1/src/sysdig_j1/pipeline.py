@@ -12,7 +12,7 @@ import logging
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
-from sysdig_j1 import changes, quality
+from sysdig_j1 import changes, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
 from sysdig_j1.extract import EXTRACTORS, missing_resources
@@ -116,7 +116,8 @@ def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -
     baseline = "before" if rerun else "latest"
     previous_graph = {kind: _read_if_present(storage, storage.published_graph(scope, kind, baseline))
                       for kind in changes.KINDS}
-    changed = report_changes(storage, frames, previous_graph, partial)
+    changed = report_changes(storage, frames, previous_graph, partial,
+                             {"scope": scope, "run": str(storage.root), "dry run": bool(params.get("dry_run"))}, previous)
     if params.get("dry_run"):
         return {**dry_run(storage, entities, relationships, scope, partial, previous, max_shrink), "changes": changed}
     try:
@@ -148,11 +149,27 @@ def asset_extra(loaded: dict) -> dict:
     return {"scope": loaded["scope"], "dry_run": bool(loaded.get("dry_run")), **loaded["changes"]}
 
 
-def report_changes(storage: RunStorage, frames: dict, previous: dict, partial: list[str]) -> dict:
-    """Write report/changes.json; returns its totals and the number of each called-out change."""
+def report_changes(storage: RunStorage, frames: dict, previous: dict, partial: list[str], run: dict,
+                   counts_before: dict | None) -> dict:
+    """Write report/changes.json and the page report/index.html; returns the change totals and
+    the number of each called-out change."""
     compared = {kind: changes.compare(previous[kind], frames[kind], partial) for kind in changes.KINDS}
     document = changes.report(compared["entities"], compared["relationships"], frames["entities"])
-    storage.write_json(storage.reset(storage.path("report")) / "changes.json", document)
+    folder = storage.reset(storage.path("report"))
+    storage.write_json(folder / "changes.json", document)
+    quality_report = storage.path("graph", "quality.json")
+    entities, relationships = frames["entities"], frames["relationships"]
+    small = len(entities) <= report.SMALL_GRAPH
+    page = report.render(
+        run, counts_before,
+        # what JupiterOne holds afterwards: what is sent, and what it keeps of the partial types
+        {**{t: c for t, c in (counts_before or {}).items() if t in partial},
+         **loader.type_counts(entities), **loader.type_counts(relationships)},
+        document, storage.read_json(quality_report) if quality_report.exists() else None,
+        entities[["_key", "_type"]].to_dict("records") if small else None,
+        relationships[["_fromEntityKey", "_toEntityKey"]].to_dict("records") if small else None,
+    )
+    (folder / "index.html").write_text(page)
     called_out = {name: len(found) for name, found in document["security"].items() if found}
     log.info("changes since the last publish: %s; called out: %s", document["totals"], called_out or "nothing")
     return {"totals": document["totals"], "security": called_out}
