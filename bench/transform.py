@@ -21,7 +21,9 @@ written under the same source contract.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import io
 import logging
 import multiprocessing
 import os
@@ -29,9 +31,11 @@ import platform
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -55,6 +59,10 @@ class Measurement:
     quality_peak_rss_mb: float  # after the check too
     checks_passed: int
     checks_evaluated: int
+    diff_seconds: float  # snapshot + changes.compare of both kinds + changes.report, vs a previous publish
+    changed_objects: int  # what the comparison found: added + removed + changed
+    diff_rss_before_mb: float  # resident memory when the comparison starts (the frames, mostly)
+    diff_rss_peak_mb: float  # and its highest value during the comparison
 
     @property
     def rows_per_second(self) -> float:
@@ -154,6 +162,81 @@ def _quality(entities, relationships) -> tuple[float, float, int, int]:
     return import_seconds, validate_seconds, sum(row["success"] for row in report["results"]), report["evaluated"]
 
 
+def _previous_publish(entities, relationships) -> dict[str, bytes]:
+    """A plausible previous publish of this graph, stored as load stores it (Parquet snapshots):
+    1% of the users had the other admin flag, 1% of the image scans were not there yet, and 1,000
+    users have since left."""
+    import pandas as pd
+
+    from sysdig_j1 import changes
+
+    before = entities.drop(columns=["_rawData"])
+    users = before.index[before["_type"] == "sysdig_user"]
+    flipped = users[::100]
+    before.loc[flipped, "admin"] = ~before.loc[flipped, "admin"].astype(bool)
+    scans = before.index[before["_type"] == "sysdig_image_scan"][::100]
+    left = before.loc[users[:1000]].assign(_key=lambda f: f["_key"] + "-left")
+    before = pd.concat([before.drop(index=scans), left], ignore_index=True)
+    stored = {}
+    for kind, frame in (("entities", before), ("relationships", relationships)):
+        buffer = io.BytesIO()
+        changes.snapshot(frame).to_parquet(buffer, index=False)
+        stored[kind] = buffer.getvalue()
+    return stored
+
+
+def _diff(entities, relationships) -> tuple[float, int, float, float]:
+    """(seconds, objects found added/removed/changed, RSS MB before, peak RSS MB during) of what
+    load does to report changes: snapshot
+    the new graph (a hash per object), read the previous snapshot's index, compare, read the
+    changed objects' previous rows, build the report."""
+    import pandas as pd
+
+    from sysdig_j1 import changes
+
+    stored = _previous_publish(entities, relationships)
+
+    def reader(data: bytes):
+        def read(columns=None, keys=None, types=None):
+            filters = [f for f in (("_key", "in", keys) if keys is not None else None,
+                                   ("_type", "in", types) if types is not None else None) if f]
+            return pd.read_parquet(io.BytesIO(data), columns=columns, filters=filters or None)
+        return read
+
+    gc.collect()
+    with _rss_sampled() as rss:
+        started = time.perf_counter()
+        frames = {"entities": entities, "relationships": relationships}
+        snapshots = {kind: changes.snapshot(frame) for kind, frame in frames.items()}
+        compared = {kind: changes.compare(reader(stored[kind]), snapshots[kind]) for kind in frames}
+        document = changes.report(compared["entities"], compared["relationships"], snapshots["entities"])
+        seconds = time.perf_counter() - started
+    return seconds, sum(sum(kind.values()) for kind in document["totals"].values()), rss["before"], rss["peak"]
+
+
+@contextmanager
+def _rss_sampled(interval: float = 0.01):
+    """The process's resident memory when the block starts and its highest value during it (MB),
+    sampled: ru_maxrss only tells the process's all-time peak."""
+    import psutil
+
+    process, found = psutil.Process(), {}
+    found["before"] = found["peak"] = process.memory_info().rss / 2**20
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(interval):
+            found["peak"] = max(found["peak"], process.memory_info().rss / 2**20)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield found
+    finally:
+        done.set()
+        sampler.join()
+
+
 def _measure_once(storage_url: str, scans: int) -> Measurement:
     import sysdig_j1.transform  # noqa: F401  (imports are not part of the transform's time)
 
@@ -161,8 +244,11 @@ def _measure_once(storage_url: str, scans: int) -> Measurement:
     entities, relationships = _graph(storage_url)
     transform_seconds, transform_peak = time.perf_counter() - started, _peak_rss_mb()
     import_seconds, quality_seconds, passed, evaluated = _quality(entities, relationships)
+    quality_peak = _peak_rss_mb()
+    diff_seconds, changed, rss_before, rss_peak = _diff(entities, relationships)
     return Measurement(scans, len(entities), len(relationships), transform_seconds, transform_peak,
-                       import_seconds, quality_seconds, _peak_rss_mb(), passed, evaluated)
+                       import_seconds, quality_seconds, quality_peak, passed, evaluated,
+                       diff_seconds, changed, rss_before, rss_peak)
 
 
 def _demo_once(storage_url: str) -> tuple[int, int, float, float, int, int]:
@@ -180,14 +266,16 @@ def in_fresh_process(function: Callable, *args: object):
 def markdown_table(measurements: list[Measurement]) -> str:
     lines = [
         "| scans | entity rows | relationship rows | transform s | rows/s | peak RSS MB "
-        "| quality s | quality / transform | peak RSS with quality MB | checks passed |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| quality s | quality / transform | peak RSS with quality MB | checks passed "
+        "| diff s | diff / transform | objects changed | RSS before / during diff MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {m.scans:,} | {m.entity_rows:,} | {m.relationship_rows:,} | {m.transform_seconds:.1f} "
         f"| {m.rows_per_second:,.0f} | {m.peak_rss_mb:,.0f} | {m.quality_seconds:.1f} "
         f"| {m.quality_seconds / m.transform_seconds:.2f} | {m.quality_peak_rss_mb:,.0f} "
-        f"| {m.checks_passed}/{m.checks_evaluated} |"
+        f"| {m.checks_passed}/{m.checks_evaluated} | {m.diff_seconds:.1f} | {m.diff_seconds / m.transform_seconds:.2f} "
+        f"| {m.changed_objects:,} | {m.diff_rss_before_mb:,.0f} / {m.diff_rss_peak_mb:,.0f} |"
         for m in measurements
     ]
     return "\n".join(lines)
@@ -219,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"input for {generation[-1]}", flush=True)
         measurements.append(in_fresh_process(_measure_once, url, scans))
         m = measurements[-1]
-        print(f"{scans:,} scans: transform {m.transform_seconds:.1f} s, quality {m.quality_seconds:.1f} s", flush=True)
+        print(f"{scans:,} scans: transform {m.transform_seconds:.1f} s, quality {m.quality_seconds:.1f} s, "
+              f"diff {m.diff_seconds:.1f} s", flush=True)
 
     imports = ", ".join(f"{m.gx_import_seconds:.1f}" for m in measurements)
     print(f"\n{os.cpu_count()} CPUs, Python {platform.python_version()}; {USERS:,} users, {TEAMS:,} teams; "

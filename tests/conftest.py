@@ -7,6 +7,7 @@ the first DAG run pays Airflow's start-up cost once and later runs take about a 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -44,6 +45,22 @@ def dag(airflow_db):
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag("sysdig_jupiterone")
+
+
+@pytest.fixture(autouse=True)
+def _params_restored(request):
+    """`dag.test(run_conf=...)` runs tasks in this process and leaves the conf's values in the
+    DAG's and tasks' params, so a dry run would make every later test run dry too (a deployment
+    runs each task from the serialized DAG, where a run's conf stays that run's)."""
+    if "dag" not in request.fixturenames:
+        yield
+        return
+    dag = request.getfixturevalue("dag")
+    saved = copy.deepcopy(dag.params), {task.task_id: copy.deepcopy(task.params) for task in dag.tasks}
+    yield
+    dag.params = saved[0]
+    for task in dag.tasks:
+        task.params = saved[1][task.task_id]
 
 
 @pytest.fixture

@@ -12,6 +12,12 @@ def frame(*rows: dict) -> pd.DataFrame:
     return pd.DataFrame(list(rows)).convert_dtypes()
 
 
+def compare(before: pd.DataFrame | None, after: pd.DataFrame, partial=()) -> dict:
+    """As load compares: the previous publish's stored snapshot against the new graph's."""
+    previous = None if before is None else changes.frame_reader(changes.snapshot(before))
+    return changes.compare(previous, changes.snapshot(after), partial)
+
+
 def user(n: int, **properties) -> dict:
     return {"_key": f"sysdig_user:{n}", "_type": "sysdig_user", "_class": "User", "admin": False, "enabled": True,
             "name": f"u{n}", "products": ["SDS"], "_rawData": '{"id": %d}' % n, **properties}
@@ -26,7 +32,7 @@ def test_added_removed_and_changed_properties_with_before_and_after():
     before = frame(user(1), user(2), user(3, products=["SDS"]))
     after = frame(user(1), user(3, admin=True, products=["SDC", "SDS"], _rawData="different"), user(4))
 
-    compared = changes.compare(before, after)
+    compared = compare(before, after)
 
     assert compared == {"sysdig_user": {
         "added": ["sysdig_user:4"],
@@ -37,14 +43,14 @@ def test_added_removed_and_changed_properties_with_before_and_after():
 
 
 def test_the_first_publish_reports_everything_as_added():
-    compared = changes.compare(None, frame(user(1), user(2)))
+    compared = compare(None, frame(user(1), user(2)))
     assert compared == {"sysdig_user": {"added": ["sysdig_user:1", "sysdig_user:2"], "removed": [], "changed": []}}
 
 
 def test_a_property_that_appears_or_disappears_is_a_change_to_or_from_null():
-    compared = changes.compare(frame(user(1)), frame(user(1, lastName="Lee")))
+    compared = compare(frame(user(1)), frame(user(1, lastName="Lee")))
     assert compared["sysdig_user"]["changed"] == [{"_key": "sysdig_user:1", "properties": {"lastName": [None, "Lee"]}}]
-    assert changes.compare(frame(user(1, lastName="Lee")), frame(user(1)))["sysdig_user"]["changed"][0][
+    assert compare(frame(user(1, lastName="Lee")), frame(user(1)))["sysdig_user"]["changed"][0][
         "properties"] == {"lastName": ["Lee", None]}
 
 
@@ -52,8 +58,9 @@ def test_types_kept_as_partial_datasets_are_neither_compared_nor_forgotten():
     before = pd.concat([frame(user(1)), frame(member(7, 1))], ignore_index=True)
     after = frame(user(1, admin=True))  # the memberships were not extracted this time
 
-    compared = changes.compare(before, after, partial=["sysdig_team_has_user"])
-    snapshot = changes.carried_over(changes.snapshot(before), after, ["sysdig_team_has_user"])
+    compared = compare(before, after, partial=["sysdig_team_has_user"])
+    snapshot = changes.carried_over(changes.frame_reader(changes.snapshot(before)), changes.snapshot(after),
+                                    ["sysdig_team_has_user"])
 
     assert set(compared) == {"sysdig_user"}  # no membership reported removed
     assert sorted(snapshot["_key"]) == ["sysdig_team:7|has|sysdig_user:1", "sysdig_user:1"]
@@ -68,11 +75,11 @@ def test_security_call_outs():
                         {"_key": "sysdig_image_scan:y", "_type": "sysdig_image_scan", "policyStatus": "passed"})
     before = pd.concat([before_users, teams_before], ignore_index=True)
     after = pd.concat([after_users, scans_after], ignore_index=True)
-    entities = changes.compare(before, after)
-    relationships = changes.compare(frame(member(7, 1), member(7, 2, "ROLE_TEAM_EDIT")),
+    entities = compare(before, after)
+    relationships = compare(frame(member(7, 1), member(7, 2, "ROLE_TEAM_EDIT")),
                                     frame(member(7, 2, "ROLE_TEAM_MANAGER"), member(8, 5)))
 
-    document = changes.report(entities, relationships, after)
+    document = changes.report(entities, relationships, changes.snapshot(after))
 
     assert document["security"] == {
         "users_added": ["sysdig_user:5"], "users_removed": ["sysdig_user:4"],
@@ -92,4 +99,13 @@ def test_security_call_outs():
 @pytest.mark.parametrize("kind", changes.KINDS)
 def test_an_empty_graph_compares_cleanly(kind):
     empty = pd.DataFrame({"_key": pd.Series(dtype="string"), "_type": pd.Series(dtype="string")})
-    assert changes.compare(empty, empty) == {}
+    assert compare(empty, empty) == {}
+
+
+def test_a_row_hash_ignores_column_order_and_columns_without_values():
+    a = frame(user(1, lastName="Lee"))
+    b = a[list(reversed(a.columns))].assign(notes=pd.Series([None], dtype="string"))
+
+    assert changes.row_hashes(a) == changes.row_hashes(b)
+    assert changes.row_hashes(a) != changes.row_hashes(frame(user(1, lastName="Lea")))
+    assert changes.row_hashes(a) != changes.row_hashes(a.assign(_type="sysdig_team"))

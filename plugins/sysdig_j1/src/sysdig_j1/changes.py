@@ -1,77 +1,129 @@
 """What a publish changed: the graph as published, compared with the scope's previous publish.
 
 The snapshot of a publish is the graph without `_rawData` (the raw record is not a property anyone
-watches), one Parquet file per kind, kept with the scope's state and replaced only once a publish
-succeeds. Comparing two snapshots is vectorized: one hash per row finds the objects that changed,
-and only those are compared property by property. Types JupiterOne kept as partial datasets are
-left out of the comparison, and their old snapshot rows carry over into the new snapshot.
+watches) plus `_hash`, one hash of each object's properties; one Parquet file per kind, kept with
+the scope's state and replaced only once a publish succeeds. The comparison reads only `_key`,
+`_type` and `_hash` of the previous snapshot, finds what was added, removed or changed from those,
+and reads the full previous rows of the changed objects alone, to list every changed property as
+`[before, after]`. So it costs about one pass of hashing over the new graph, and its memory does
+not grow with the old one. Types JupiterOne kept as partial datasets are left out, and their old
+rows carry over into the new snapshot.
 
 The report (`report/changes.json` in the run's folder) lists, per kind and `_type`, the `_key`s
-added and removed, and for each changed object every changed property as `[before, after]`; on
-top, the changes security teams watch: users added, removed, disabled, made or unmade admin; team
-membership and team-role changes; teams added or removed; new failing image scans.
+added and removed, and each changed object's changed properties; on top, the changes security
+teams watch: users added, removed, disabled, made or unmade admin; team membership and team-role
+changes; teams added or removed; image scans failing policy.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sysdig_j1.model import IMAGE_SCAN, RELATIONSHIPS, TEAM, USER
 
 KINDS = ("entities", "relationships")
 MEMBERSHIP = next(r.type for r in RELATIONSHIPS if r.source is TEAM and r.target is USER)
 FAILING_POLICY = "failed"
+INDEX_COLUMNS = ["_key", "_type", "_hash"]
+NOT_PROPERTIES = ("_key", "_rawData", "_hash")
+LIST_SEPARATOR = "\x1f"  # the ASCII unit separator: not in any property value we publish
+
+# A previous snapshot, read as little as possible: `read(columns, keys=None, types=None)` gives
+# those columns (all when None) of the rows with those `_key`s or `_type`s (all when None).
+Reader = Callable[..., pd.DataFrame]
 
 
 def snapshot(frame: pd.DataFrame) -> pd.DataFrame:
     """What is kept of a published frame to compare the next publish with."""
-    return frame.drop(columns=["_rawData"], errors="ignore").reset_index(drop=True)
+    kept = frame.drop(columns=["_rawData", "_hash"], errors="ignore").reset_index(drop=True)
+    return kept.assign(_hash=row_hashes(kept))
 
 
-def carried_over(previous: pd.DataFrame | None, current: pd.DataFrame, partial: Iterable[str]) -> pd.DataFrame:
-    """The new snapshot: what was published now, plus the previous rows of the types JupiterOne
-    kept as partial datasets (they were not sent, and they did not change)."""
-    kept = set(partial)
+def frame_reader(frame: pd.DataFrame) -> Reader:
+    """A Reader over a snapshot held in memory (tests, benchmarks)."""
+    def read(columns=None, keys=None, types=None) -> pd.DataFrame:
+        rows = frame if keys is None else frame[frame["_key"].isin(keys)]
+        rows = rows if types is None else rows[rows["_type"].isin(types)]
+        return rows if columns is None else rows[columns]
+
+    return read
+
+
+def carried_over(previous: Reader | None, current: pd.DataFrame, partial: Iterable[str]) -> pd.DataFrame:
+    """The new snapshot: the `snapshot` of what was published now, plus the previous rows of the
+    types JupiterOne kept as partial datasets (they were not sent, and they did not change)."""
+    kept = sorted(set(partial))
     if previous is None or not kept:
-        return snapshot(current)
-    return pd.concat([snapshot(current), previous[previous["_type"].isin(kept)]], ignore_index=True)
+        return current
+    return pd.concat([current, previous(types=kept)], ignore_index=True)
 
 
-def compare(before: pd.DataFrame | None, after: pd.DataFrame, partial: Iterable[str] = ()) -> dict:
-    """Per `_type`: added and removed `_key`s, and changed objects with `[before, after]` per property."""
+def compare(before: Reader | None, after: pd.DataFrame, partial: Iterable[str] = ()) -> dict:
+    """Per `_type`: added and removed `_key`s, and changed objects with `[before, after]` per
+    property. `after` is the `snapshot` of what is published now."""
     kept = set(partial)
-    after = snapshot(after)
-    after = after[~after["_type"].isin(kept)]
-    before = after.iloc[:0] if before is None else snapshot(before)
-    before = before[~before["_type"].isin(kept)]
-    old, new = before.set_index("_key"), after.set_index("_key")
-    columns = sorted((set(old.columns) | set(new.columns)) - {"_type"})
-    common = old.index.intersection(new.index)
-    old_common, new_common = (_comparable(f.reindex(index=common, columns=columns)) for f in (old, new))
-    differs = _row_hashes(old_common) != _row_hashes(new_common)
+    now = after[~after["_type"].isin(kept)]
+    was_index = now.iloc[:0][INDEX_COLUMNS] if before is None else before(INDEX_COLUMNS)
+    was_index = was_index[~was_index["_type"].isin(kept)]
+    # Arrow's hash lookups of one key column in the other, instead of a sorting join.
+    now_keys, was_keys = pa.array(now["_key"].array), pa.array(was_index["_key"].array)
+    position = pc.index_in(now_keys, value_set=was_keys)  # where each key was, null when new
+    found = position.is_valid().to_numpy(zero_copy_only=False)
+    hashes = was_index["_hash"].to_numpy()
+    was_hashes = hashes[position.fill_null(0).to_numpy()] if len(hashes) else np.zeros(len(now), np.uint64)
+    gone = ~pc.is_in(was_keys, value_set=now_keys).to_numpy(zero_copy_only=False)
 
     report: dict[str, dict] = {}
 
     def entry(type_: str) -> dict:
         return report.setdefault(type_, {"added": [], "removed": [], "changed": []})
 
-    for key, type_ in new["_type"].reindex(new.index.difference(old.index)).sort_index().items():
+    for key, type_ in sorted(zip(now["_key"][~found], now["_type"][~found])):
         entry(type_)["added"].append(key)
-    for key, type_ in old["_type"].reindex(old.index.difference(new.index)).sort_index().items():
+    for key, type_ in sorted(zip(was_index["_key"][gone], was_index["_type"][gone])):
         entry(type_)["removed"].append(key)
-    # The hashes only narrow the search; the property-by-property comparison decides.
-    changed_keys = common[differs].sort_values()
-    was_rows = old.loc[changed_keys].reindex(columns=columns).to_dict("records")
-    now_rows = new.loc[changed_keys].reindex(columns=columns).to_dict("records")
-    for key, type_, was, now in zip(changed_keys, new.loc[changed_keys, "_type"], was_rows, now_rows):
-        properties = {name: [_plain(was[name]), _plain(now[name])] for name in columns if not _same(was[name], now[name])}
-        if properties:
-            entry(type_)["changed"].append({"_key": key, "properties": properties})
+    suspects = sorted(now["_key"][found & (was_hashes != now["_hash"].to_numpy())])
+    if suspects and before is not None:
+        # The hashes only narrow the search; the property-by-property comparison decides.
+        was_rows = before(None, keys=suspects).set_index("_key")
+        now_rows = now[now["_key"].isin(suspects)].set_index("_key")
+        columns = sorted((set(was_rows.columns) | set(now_rows.columns)) - {"_type", *NOT_PROPERTIES})
+        was_rows, now_rows = (f.reindex(index=suspects, columns=columns) for f in (was_rows, now_rows))
+        types = now["_type"].set_axis(now["_key"]).reindex(suspects)
+        for key, type_, was, is_ in zip(suspects, types, was_rows.to_dict("records"), now_rows.to_dict("records")):
+            properties = {name: [_plain(was[name]), _plain(is_[name])] for name in columns if not _same(was[name], is_[name])}
+            if properties:
+                entry(type_)["changed"].append({"_key": key, "properties": properties})
     return dict(sorted(report.items()))
+
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row of its property values, the same whether a property is absent or
+    null: per column, only the present values are hashed, salted with the column's name, and the
+    columns are summed, so column order and columns without values do not matter."""
+    total = np.zeros(len(frame), dtype=np.uint64)
+    for name in frame.columns:
+        if name in NOT_PROPERTIES:
+            continue
+        present = frame[name].notna().to_numpy()
+        if not present.any():
+            continue
+        values = frame[name][present]
+        if values.dtype == object:  # lists (string[] properties) hash as their items, joined
+            values = values.map(lambda v: LIST_SEPARATOR.join(map(str, v)) if isinstance(v, (list, np.ndarray)) else v)
+        hashes = pd.util.hash_pandas_object(values, index=False).to_numpy()
+        total[present] += hashes * _salt(name)  # uint64 arithmetic wraps, as a hash should
+    return total
+
+
+def _salt(name: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") | 1)
 
 
 def report(entities: dict, relationships: dict, published: pd.DataFrame) -> dict:
@@ -122,19 +174,6 @@ def security_changes(entities: dict, relationships: dict, published: pd.DataFram
 
 
 # -- comparing values ------------------------------------------------------------------------------
-def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Lists (string[] properties) as JSON text, so rows hash and compare by value."""
-    out = frame.copy()
-    for name in out.columns:
-        if out[name].dtype == object:
-            out[name] = out[name].map(lambda v: json.dumps(_plain(v)) if isinstance(v, (list, np.ndarray)) else v)
-    return out
-
-
-def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
-
-
 def _same(a: object, b: object) -> bool:
     a, b = _plain(a), _plain(b)
     return (a is None and b is None) or (a is not None and b is not None and a == b)

@@ -107,16 +107,17 @@ def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -
     scope = loader.scope_for(graph["account_id"])
     state = storage.published_state(scope)
     published = storage.read_json(state) if state.exists() else {}
-    previous = published.get("counts")
+    # A re-run of this task compares with the publish before this run, as its first attempt did.
+    rerun = published.get("run_folder") == str(storage.root)
+    previous = published.get("counts_before" if rerun else "counts")
+    baseline = "before" if rerun else "latest"
     max_shrink = None if params.get("allow_mass_deletion") else float(params.get("mass_deletion_threshold", 0.5))
     partial = graph["partial_types"]
     frames = {"entities": entities, "relationships": relationships}
-    # A re-run of this task compares with the publish before this run, as the first attempt did.
-    rerun = published.get("run_folder") == str(storage.root)
-    baseline = "before" if rerun else "latest"
-    previous_graph = {kind: _read_if_present(storage, storage.published_graph(scope, kind, baseline))
+    previous_graph = {kind: _snapshot_reader(storage, storage.published_graph(scope, kind, baseline))
                       for kind in changes.KINDS}
-    changed = report_changes(storage, frames, previous_graph, partial,
+    snapshots = {kind: changes.snapshot(frame) for kind, frame in frames.items()}
+    changed = report_changes(storage, frames, snapshots, previous_graph, partial,
                              {"scope": scope, "run": str(storage.root), "dry run": bool(params.get("dry_run"))}, previous)
     if params.get("dry_run"):
         return {**dry_run(storage, entities, relationships, scope, partial, previous, max_shrink), "changes": changed}
@@ -128,13 +129,13 @@ def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -
     storage.write_json(storage.path("graph", "load.json"), result)
     # JupiterOne kept the partial types as they were, so their last known counts and objects still hold.
     kept = {t: c for t, c in (previous or {}).items() if t in partial}
-    for kind, frame in frames.items():
+    for kind in changes.KINDS:
         if previous_graph[kind] is not None:
-            storage.write_parquet(storage.published_graph(scope, kind, "before"), previous_graph[kind])
+            storage.write_parquet(storage.published_graph(scope, kind, "before"), previous_graph[kind]())
         storage.write_parquet(storage.published_graph(scope, kind),
-                              changes.carried_over(previous_graph[kind], frame, partial))
-    storage.write_json(state, {"counts": {**kept, **result["published"]}, "job_id": result["job_id"],
-                               "run_folder": str(storage.root)})
+                              changes.carried_over(previous_graph[kind], snapshots[kind], partial))
+    storage.write_json(state, {"counts": {**kept, **result["published"]}, "counts_before": previous,
+                               "job_id": result["job_id"], "run_folder": str(storage.root)})
     return {**result, "scope": scope, "changes": changed}
 
 
@@ -149,12 +150,12 @@ def asset_extra(loaded: dict) -> dict:
     return {"scope": loaded["scope"], "dry_run": bool(loaded.get("dry_run")), **loaded["changes"]}
 
 
-def report_changes(storage: RunStorage, frames: dict, previous: dict, partial: list[str], run: dict,
-                   counts_before: dict | None) -> dict:
+def report_changes(storage: RunStorage, frames: dict, snapshots: dict, previous: dict, partial: list[str],
+                   run: dict, counts_before: dict | None) -> dict:
     """Write report/changes.json and the page report/index.html; returns the change totals and
     the number of each called-out change."""
-    compared = {kind: changes.compare(previous[kind], frames[kind], partial) for kind in changes.KINDS}
-    document = changes.report(compared["entities"], compared["relationships"], frames["entities"])
+    compared = {kind: changes.compare(previous[kind], snapshots[kind], partial) for kind in changes.KINDS}
+    document = changes.report(compared["entities"], compared["relationships"], snapshots["entities"])
     folder = storage.reset(storage.path("report"))
     storage.write_json(folder / "changes.json", document)
     quality_report = storage.path("graph", "quality.json")
@@ -223,8 +224,16 @@ def check_extracts_complete(storage: RunStorage) -> None:
     raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
 
 
-def _read_if_present(storage: RunStorage, path):
-    return storage.read_parquet(path) if path.exists() else None
+def _snapshot_reader(storage: RunStorage, path) -> changes.Reader | None:
+    """A previous snapshot in storage, read as little as each question needs."""
+    if not path.exists():
+        return None
+    def read(columns=None, keys=None, types=None):
+        filters = [f for f in (("_key", "in", keys) if keys is not None else None,
+                               ("_type", "in", types) if types is not None else None) if f]
+        return storage.read_parquet(path, columns=columns, filters=filters or None)
+
+    return read
 
 
 def _read_graph(storage: RunStorage):

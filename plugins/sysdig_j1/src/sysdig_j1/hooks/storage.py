@@ -93,8 +93,10 @@ class RunStorage:
         path.write_bytes(buffer.getvalue())
 
     @staticmethod
-    def read_parquet(path: ObjectStoragePath) -> pd.DataFrame:
-        return pd.read_parquet(io.BytesIO(path.read_bytes()))
+    def read_parquet(path: ObjectStoragePath, columns: list[str] | None = None,
+                     filters: list[tuple] | None = None) -> pd.DataFrame:
+        """The file, or only these columns of the rows that pass these (pyarrow) filters."""
+        return pd.read_parquet(io.BytesIO(path.read_bytes()), columns=columns, filters=filters)
 
     @staticmethod
     def write_json(path: ObjectStoragePath, document: object) -> None:
