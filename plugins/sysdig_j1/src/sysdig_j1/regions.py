@@ -25,6 +25,12 @@ JUPITERONE_REGIONS: dict[str, str] = {
     "us": "https://api.us.jupiterone.io",
     "eu": "https://api.eu.jupiterone.io",
 }
+# JupiterOne's GraphQL API (questions, rules) lives on a host of its own per region; with a host
+# override (an emulator, a proxy) it is that host's /graphql.
+JUPITERONE_GRAPHQL: dict[str, str] = {
+    "us": "https://graphql.us.jupiterone.io",
+    "eu": "https://graphql.eu.jupiterone.io",
+}
 
 
 def base_url(table: dict[str, str], region: str | None, host: str | None, service: str) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sysdig_j1.emulators.http import Emulator, Request, Response
+from sysdig_j1.emulators.jupiterone_graphql import Monitoring
 from sysdig_j1.emulators.jupiterone_rules import (
     ENTITY,
     RELATIONSHIP,
@@ -148,6 +149,11 @@ class JupiterOneEmulator(Emulator):
         self.faults = FaultSettings(max_body_bytes=max_body_bytes, **faults)
         self._state_lock = threading.RLock()
         self._graph: dict[str, dict[str, Collection]] = {}  # scope -> collection name -> objects
+        # JupiterOne's metadata per object (_createdOn, _beginOn), and what DIFF deleted, kept
+        # marked `_deleted` as JupiterOne keeps it for queries that include deleted objects.
+        self._metadata: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}  # scope -> collection -> _key -> meta
+        self._deleted: dict[str, dict[str, Collection]] = {}
+        self._monitoring = Monitoring()  # questions, rules (GraphQL)
         self._jobs: dict[str, SyncJob] = {}
         self._reset_fault_counters()
         self._load()
@@ -161,6 +167,8 @@ class JupiterOneEmulator(Emulator):
         self.route("GET", "/_emulator/summary",
                    lambda r: Response(body=self.summary(r.query.get("scope"))))
         self.route("GET", "/_emulator/jobs", lambda r: Response(body=self.jobs()))
+        self._sync_route("POST", "/graphql", self._graphql)
+        self.route("POST", "/_emulator/rules/evaluate", lambda r: Response(body=self.evaluate_rules()))
         self.route("POST", "/_emulator/reset", self._reset_route)
         self.route("POST", "/_emulator/faults", self._faults_route)
 
@@ -188,7 +196,40 @@ class JupiterOneEmulator(Emulator):
         with self._state_lock:
             self._graph.clear()
             self._jobs.clear()
+            self._metadata.clear()
+            self._deleted.clear()
+            self._monitoring = Monitoring()
             self._save()
+
+    def questions(self) -> list[dict[str, Any]]:
+        with self._state_lock:
+            return copy.deepcopy(sorted(self._monitoring.questions.values(), key=lambda q: q["name"]))
+
+    def rules(self) -> list[dict[str, Any]]:
+        with self._state_lock:
+            return copy.deepcopy(sorted(self._monitoring.rules.values(), key=lambda r: r["name"]))
+
+    def graph_with_metadata(self) -> dict[str, list[dict[str, Any]]]:
+        """Every object of every scope as J1QL sees it: with _createdOn, _beginOn and _deleted, the
+        deleted ones included (marked `_deleted: true`, with `_endOn`)."""
+        with self._state_lock:
+            view: dict[str, list[dict[str, Any]]] = {"entities": [], "relationships": []}
+            for scope, collections in self._graph.items():
+                for name, objects in collections.items():
+                    metadata = self._metadata.get(scope, {}).get(name, {})
+                    view[name] += [{**obj, **metadata.get(key, {}), "_deleted": False} for key, obj in objects.items()]
+                    view[name] += list(self._deleted.get(scope, {}).get(name, {}).values())
+            return copy.deepcopy(view)
+
+    def evaluate_rules(self, now_ms: int | None = None) -> list[dict[str, Any]]:
+        """Emulator-specific: what JupiterOne's rule engine does at a polling interval, now, for
+        every rule instance: which results are new since its previous evaluation, and its alert."""
+        with self._state_lock:
+            graph = self.graph_with_metadata()
+            relationships = [r for r in graph["relationships"] if not r["_deleted"]]
+            evaluations = self._monitoring.evaluate(graph["entities"], relationships, now_ms or int(time.time() * 1000))
+            self._save()
+            return evaluations
 
     def configure_faults(self, **settings: Any) -> FaultSettings:
         """Change fault settings (a bad name or type raises TypeError); restarts their counters."""
@@ -352,7 +393,25 @@ class JupiterOneEmulator(Emulator):
         for kind, counts in (("Entities", entity_counts), ("Relationships", relationship_counts)):
             job.fields.update({f"num{kind}{event}": n for event, n in counts.items()})
         job.fields["numRelationshipCreateErrors"] = len(uploaded) - len(linkable)
+        for name, after in (("entities", entities), ("relationships", relationships)):
+            self._track(job.scope_key, name, stored[name], after)
         stored.update(entities=entities, relationships=relationships)
+
+    def _track(self, scope: str, name: str, before: Collection, after: Collection) -> None:
+        """JupiterOne's metadata: when each object was created and last changed, and the deleted
+        ones kept aside with `_deleted: true` and `_endOn`."""
+        now = int(time.time() * 1000)
+        metadata = self._metadata.setdefault(scope, {}).setdefault(name, {})
+        deleted = self._deleted.setdefault(scope, {}).setdefault(name, {})
+        for key, obj in after.items():
+            if key not in before:
+                metadata[key] = {"_createdOn": now, "_beginOn": now}
+                deleted.pop(key, None)
+            elif before[key] != obj:
+                metadata.setdefault(key, {"_createdOn": now})["_beginOn"] = now
+        for key, obj in before.items():
+            if key not in after:
+                deleted[key] = {**obj, **metadata.pop(key, {}), "_deleted": True, "_endOn": now}
 
     # -- persistence --------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -360,6 +419,8 @@ class JupiterOneEmulator(Emulator):
             return
         state = json.loads(self.state_path.read_text())
         self._graph = state["graph"]
+        self._metadata, self._deleted = state.get("metadata", {}), state.get("deleted", {})
+        self._monitoring = Monitoring(state.get("monitoring"))
         self._jobs = {job_id: SyncJob.from_state(job) for job_id, job in state["jobs"].items()}
         for job in self._jobs.values():
             if job.status == "AWAITING_UPLOADS":  # its uploads died with the previous process
@@ -374,10 +435,21 @@ class JupiterOneEmulator(Emulator):
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=self.state_path.parent, suffix=".tmp",
                                          prefix=self.state_path.name, delete=False) as tmp:
-            json.dump({"graph": self._graph, "jobs": jobs}, tmp)
+            json.dump({"graph": self._graph, "jobs": jobs, "metadata": self._metadata, "deleted": self._deleted,
+                       "monitoring": self._monitoring.to_state()}, tmp)
         os.replace(tmp.name, self.state_path)
 
     # -- /_emulator routes --------------------------------------------------------------------------
+    def _graphql(self, request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        answer = self._monitoring.handle(body)
+        if answer.get("data") is not None:
+            self._save()
+        return Response(body=answer)
+
     def _reset_route(self, request: Request) -> Response:
         self.reset()
         return Response(body={"reset": True})

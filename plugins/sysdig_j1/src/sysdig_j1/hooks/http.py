@@ -199,15 +199,17 @@ class ApiHook(BaseHook):
         """Removes this connection's secret (and credential-looking text) from server messages."""
         return Scrubber([self.connection.password])
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, path: str, *, base: str | None = None, **kwargs: Any) -> requests.Response:
+        """`path` under the connection's base URL (or under `base`, for a service's second host)."""
+        base = base or self.base_url
         with self._slots:
             self.rate_limit.acquire()
             response = None
             try:
-                response = self.session.request(method, f"{self.base_url}{path}", timeout=self.timeout,
+                response = self.session.request(method, f"{base}{path}", timeout=self.timeout,
                                                 allow_redirects=False, **kwargs)
             except requests.RequestException as exc:  # after urllib3's retries: the service is unreachable
-                raise self._error(method, path, None, f"cannot reach {self.base_url} (connection {self.conn_id!r}): "
+                raise self._error(method, path, None, f"cannot reach {base} (connection {self.conn_id!r}): "
                                                       f"{type(exc).__name__}: {exc}") from None
             finally:
                 self.rate_limit.release(response.headers if response is not None else None)

@@ -14,9 +14,30 @@ from typing import Any
 
 import requests
 from sysdig_j1.hooks.http import DEFAULT_TIMEOUT, ApiError, ApiHook, make_session
-from sysdig_j1.regions import JUPITERONE_REGIONS, base_url
+from sysdig_j1.regions import JUPITERONE_GRAPHQL, JUPITERONE_REGIONS, base_url
 
 JOBS = "/persister/synchronization/jobs"
+# The GraphQL documents of the question and rule operations this project uses (JupiterOne's schema;
+# the operation names make them easy to find in JupiterOne's audit log).
+QUESTION_FIELDS = "id name title description tags pollingInterval queries { name query version resultsAre includeDeleted }"
+RULE_FIELDS = ("id name description tags pollingInterval specVersion triggerActionsOnNewEntitiesOnly outputs "
+               "question { queries { name query version includeDeleted } } operations { when actions }")
+GRAPHQL = {
+    "list_questions": "query SysdigJ1Questions($searchQuery: String, $cursor: String) { questions(searchQuery: "
+                      f"$searchQuery, cursor: $cursor) {{ questions {{ {QUESTION_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }} }}",
+    "create_question": "mutation SysdigJ1CreateQuestion($question: CreateQuestionInput!) { createQuestion(question: "
+                       "$question) { id name } }",
+    "update_question": "mutation SysdigJ1UpdateQuestion($id: ID!, $update: QuestionUpdate!) { updateQuestion(id: $id, "
+                       "update: $update) { id name } }",
+    "delete_question": "mutation SysdigJ1DeleteQuestion($id: ID!) { deleteQuestion(id: $id) { id } }",
+    "list_rules": "query SysdigJ1Rules($cursor: String) { listRuleInstances(limit: 100, cursor: $cursor) { "
+                  f"questionInstances {{ {RULE_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }} }}",
+    "create_rule": "mutation SysdigJ1CreateRule($instance: CreateInlineQuestionRuleInstanceInput!) { "
+                   "createInlineQuestionRuleInstance(instance: $instance) { id name } }",
+    "update_rule": "mutation SysdigJ1UpdateRule($instance: UpdateInlineQuestionRuleInstanceInput!) { "
+                   "updateInlineQuestionRuleInstance(instance: $instance) { id name } }",
+    "delete_rule": "mutation SysdigJ1DeleteRule($id: ID!) { deleteRuleInstance(id: $id) { id } }",
+}
 TERMINAL_STATUSES = frozenset(
     {"FINISHED", "ABORTED", "ABORTED_DUE_TO_INVALID_CONFIGURATION", "ERROR_BAD_DATA", "ERROR_UNEXPECTED_FAILURE"}
 )
@@ -43,6 +64,14 @@ class JupiterOneHook(ApiHook):
         host = self.connection.host
         region = self.extra.get("region") or (None if host else "us")
         return base_url(JUPITERONE_REGIONS, region, host, "JupiterOne")
+
+    @cached_property
+    def graphql_endpoint(self) -> tuple[str, str]:
+        """(base URL, path) of the GraphQL API: the region's GraphQL host, or the host override's /graphql."""
+        if self.connection.host:
+            return self.base_url, "/graphql"
+        self.base_url  # noqa: B018 - the region is checked there
+        return JUPITERONE_GRAPHQL[self.extra.get("region") or "us"], "/"
 
     @property
     def integration_instance_id(self) -> str | None:
@@ -97,6 +126,51 @@ class JupiterOneHook(ApiHook):
 
     def abort(self, job_id: str, reason: str) -> dict[str, Any]:
         return self.post(f"/{job_id}/abort", {"reason": reason[:1000]})
+
+    # -- GraphQL (questions and rules) -----------------------------------------------------------
+    def graphql(self, operation: str, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """One GraphQL call; `operation` names it in errors. JupiterOne answers errors as 200 with
+        an `errors` list, which becomes an ApiError like any other failure."""
+        base, path = self.graphql_endpoint
+        body = self.request_json("POST", path, base=base, json={"query": document, "variables": variables})
+        if not isinstance(body, dict) or body.get("errors") or not isinstance(body.get("data"), dict):
+            problems = body.get("errors") if isinstance(body, dict) else body
+            raise self._error("POST", f"{path} ({operation})", 200, str(problems))
+        return body["data"]
+
+    def _pages(self, operation: str, field: str, items: str, **variables: Any) -> list[dict[str, Any]]:
+        found, cursor = [], None
+        while True:
+            page = self.graphql(operation, GRAPHQL[operation], {**variables, "cursor": cursor})[field]
+            found += page[items]
+            if not page["pageInfo"]["hasNextPage"]:
+                return found
+            cursor = page["pageInfo"]["endCursor"]
+
+    def list_questions(self, search: str) -> list[dict[str, Any]]:
+        return self._pages("list_questions", "questions", "questions", searchQuery=search)
+
+    def create_question(self, question: dict[str, Any]) -> dict[str, Any]:
+        return self.graphql("create_question", GRAPHQL["create_question"], {"question": question})["createQuestion"]
+
+    def update_question(self, question_id: str, update: dict[str, Any]) -> dict[str, Any]:
+        variables = {"id": question_id, "update": update}
+        return self.graphql("update_question", GRAPHQL["update_question"], variables)["updateQuestion"]
+
+    def delete_question(self, question_id: str) -> None:
+        self.graphql("delete_question", GRAPHQL["delete_question"], {"id": question_id})
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        return self._pages("list_rules", "listRuleInstances", "questionInstances")
+
+    def create_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+        return self.graphql("create_rule", GRAPHQL["create_rule"], {"instance": rule})["createInlineQuestionRuleInstance"]
+
+    def update_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+        return self.graphql("update_rule", GRAPHQL["update_rule"], {"instance": rule})["updateInlineQuestionRuleInstance"]
+
+    def delete_rule(self, rule_id: str) -> None:
+        self.graphql("delete_rule", GRAPHQL["delete_rule"], {"id": rule_id})
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI 'Test' button. The sync API's cheapest authenticated call is the status of a
