@@ -772,3 +772,31 @@ def test_cli_sets_a_scenario_and_its_options() -> None:
     unknown = subprocess.run([sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--scenario",
                               "no_such_scenario"], capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+
+def test_changes_between_syncs_promote_disable_leave_and_remove(start: Any) -> None:
+    base = start()
+
+    def post(path: str, body: Any = None) -> requests.Response:
+        return requests.post(f"{base}/_emulator{path}", json=body, timeout=5)
+
+    def members(team: int) -> list[int]:
+        return [m["userId"] for m in get(base, f"/platform/v1/teams/{team}/users", limit=200,
+                                         withAdminUsers="true").json()["data"]]
+
+    assert post("/users/10007/update", {"isAdmin": True}).ok and post("/users/10008/update", {"isEnabled": False}).ok
+    assert post("/teams/20001/users/10009/remove").ok and post("/teams/20003/remove").ok
+    assert post("/users/10007/update", {"name": "x"}).status_code == 400
+    assert post("/teams/20003/remove").status_code == 404  # already gone
+
+    users = {u["id"]: u for u in get(base, "/platform/v1/users", limit=200).json()["data"]}
+    assert users[10007]["isAdmin"] is True and users[10008]["isEnabled"] is False
+    light = {u["id"]: u for u in get(base, "/api/v2/users/light", limit=1000).json()["users"]}
+    assert light[10007]["systemRole"] == "ROLE_CUSTOMER" and light[10008]["enabled"] is False
+    assert [t["id"] for t in get(base, "/platform/v1/teams", limit=200).json()["data"]] == [20000, 20001, 20002]
+    assert get(base, "/platform/v1/teams/20003/users").status_code == 404
+    assert all(10007 in members(team) for team in (20000, 20001, 20002))  # an admin is in every team
+    assert 10009 not in members(20001) and 10005 in members(20001)
+    roles = {m["userId"]: m["standardTeamRole"] for m in get(base, "/platform/v1/teams/20000/users",
+                                                               withAdminUsers="true").json()["data"]}
+    assert roles[10007] == "ROLE_TEAM_MANAGER"

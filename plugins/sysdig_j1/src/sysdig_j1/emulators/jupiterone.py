@@ -5,6 +5,10 @@ cycle, DIFF finalize within a scope, partialDatasets, the body-size limit and th
 rules (in `jupiterone_rules`). Only DIFF is implemented, and only the routes the pipeline uses:
 no `/events`, no `/uploadUrl`, no deletes through `/upload`.
 
+It also serves the GraphQL operations for questions and rule instances, keeps JupiterOne's metadata
+on objects (`_createdOn`, `_beginOn`, deleted objects marked `_deleted`) and evaluates rules on
+demand (`jupiterone_graphql`).
+
 Error codes marked "emulator-specific" are not documented by J1; they were chosen here. Besides
 the J1 routes it serves `/_emulator/*` (no auth) so tests and the demo can look inside, and it can
 misbehave on request (429, 503, 413, ERROR_BAD_DATA) to exercise the client's error handling.

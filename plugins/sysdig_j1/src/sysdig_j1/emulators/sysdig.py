@@ -428,6 +428,9 @@ class SysdigEmulator(Emulator):
 
     def _register_control_routes(self) -> None:
         self.route("POST", r"/_emulator/users/(?P<user_id>[^/]+)/remove", self._remove_user)
+        self.route("POST", r"/_emulator/users/(?P<user_id>[^/]+)/update", self._update_user)
+        self.route("POST", r"/_emulator/teams/(?P<team_id>[^/]+)/users/(?P<user_id>[^/]+)/remove", self._leave_team)
+        self.route("POST", r"/_emulator/teams/(?P<team_id>[^/]+)/remove", self._remove_team)
         self.route("GET", "/_emulator/stats", self._stats)
         self.route("POST", "/_emulator/stats/reset", self._reset_stats)
         self.route("GET", "/_emulator/faults", self._get_faults)
@@ -621,6 +624,27 @@ class SysdigEmulator(Emulator):
         if user_id is None or not self.org.remove_user(user_id):
             return Response(404, {"message": f"unknown user {request.params['user_id']}"})
         return Response(body={"removed": user_id})
+
+    def _update_user(self, request: Request) -> Response:
+        """Body {"isAdmin": true} and/or {"isEnabled": false}: a user promoted or disabled."""
+        user_id, changes = _parse_id(request.params["user_id"]), request.json() or {}
+        if not isinstance(changes, dict) or set(changes) - {"isAdmin", "isEnabled"}:
+            return Response(400, {"message": "expected {\"isAdmin\": true} and/or {\"isEnabled\": false}"})
+        if user_id is None or not self.org.update_user(user_id, changes.get("isAdmin"), changes.get("isEnabled")):
+            return Response(404, {"message": f"unknown user {request.params['user_id']}"})
+        return Response(body={"updated": user_id, **changes})
+
+    def _leave_team(self, request: Request) -> Response:
+        team_id, user_id = _parse_id(request.params["team_id"]), _parse_id(request.params["user_id"])
+        if None in (team_id, user_id) or not self.org.leave_team(team_id, user_id):
+            return Response(404, {"message": "unknown team or not a member"})
+        return Response(body={"team": team_id, "left": user_id})
+
+    def _remove_team(self, request: Request) -> Response:
+        team_id = _parse_id(request.params["team_id"])
+        if team_id is None or not self.org.remove_team(team_id):
+            return Response(404, {"message": f"unknown team {request.params['team_id']}"})
+        return Response(body={"removed": team_id})
 
     def _stats(self, request: Request) -> Response:
         with self._lock:

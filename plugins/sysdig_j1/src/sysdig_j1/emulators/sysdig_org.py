@@ -1,8 +1,9 @@
 """A deterministic, lazily computed Sysdig organisation for the emulator.
 
 Every record is a pure function of (seed, kind, index), so an organisation of 100,000 users and
-1,000,000 scans costs nothing at start-up and a page costs O(page). The only mutable state is the
-set of removed users, which tests use to simulate deletions between two syncs.
+1,000,000 scans costs nothing at start-up and a page costs O(page). The only mutable state is what
+tests change between two syncs: users removed, made admin or disabled, a user leaving a team, a
+team removed.
 """
 
 from __future__ import annotations
@@ -126,6 +127,10 @@ class SysdigOrg:
     def __init__(self, spec: OrgSpec = OrgSpec()) -> None:
         self.spec = spec
         self._removed: tuple[int, ...] = ()  # sorted user indices; replaced, never mutated
+        self._promoted: frozenset[int] = frozenset()  # user indices made customer admins
+        self._disabled: frozenset[int] = frozenset()  # user indices whose login was disabled
+        self._left: frozenset[tuple[int, int]] = frozenset()  # (team index, user index) memberships ended
+        self._removed_teams: tuple[int, ...] = ()  # sorted team indices
         self._lock = threading.Lock()
 
     def _uuid(self, purpose: str) -> str:
@@ -161,7 +166,34 @@ class SysdigOrg:
         return Survivors(0, self.spec.users, 1, self._removed)
 
     def is_admin(self, i: int) -> bool:
-        return i < self.spec.admins
+        return i < self.spec.admins or i in self._promoted
+
+    # -- changes between syncs ---------------------------------------------------------------
+    def update_user(self, user_id: int, admin: bool | None = None, enabled: bool | None = None) -> bool:
+        """Make a user admin (in every team, as Sysdig lists admins) or disable their login."""
+        indices = self.user_indices_for_id(user_id)
+        with self._lock:
+            if admin:
+                self._promoted |= set(indices)
+            if enabled is False:
+                self._disabled |= set(indices)
+        return bool(indices)
+
+    def leave_team(self, team_id: int, user_id: int) -> bool:
+        j, indices = self.team_index(team_id), self.user_indices_for_id(user_id)
+        if j is None or not any(i in self.members(j, with_admins=True) for i in indices):
+            return False
+        with self._lock:
+            self._left |= {(j, i) for i in indices}
+        return True
+
+    def remove_team(self, team_id: int) -> bool:
+        j = self.team_index(team_id)
+        if j is None:
+            return False
+        with self._lock:
+            self._removed_teams = tuple(sorted({*self._removed_teams, j}))
+        return True
 
     def _names(self, i: int) -> tuple[str, str | None]:
         rng = random.Random(f"{self.spec.seed}:user:{i}")
@@ -175,7 +207,7 @@ class SysdigOrg:
         return "pending" if i % 11 == 10 else "confirmed"
 
     def _is_enabled(self, i: int) -> bool:
-        return i % 7 != 6
+        return i % 7 != 6 and i not in self._disabled
 
     def _products(self, i: int) -> list[str]:
         return ["SDC", "SDS"] if i % 2 == 0 else ["SDS"]
@@ -254,11 +286,11 @@ class SysdigOrg:
 
     # -- teams -----------------------------------------------------------------------------
     def teams(self) -> Sequence[int]:
-        return range(self.spec.teams)
+        return Survivors(0, self.spec.teams, 1, self._removed_teams)
 
     def team_index(self, team_id: int) -> int | None:
         j = team_id - TEAM_ID_BASE
-        return j if 0 <= j < self.spec.teams else None
+        return j if 0 <= j < self.spec.teams and j not in self._removed_teams else None
 
     def _team_name(self, j: int) -> str:
         return {0: "Secure Operations", 1: "Monitor Operations"}.get(j, f"team-{j:04d}")
@@ -324,6 +356,8 @@ class SysdigOrg:
     # -- memberships -----------------------------------------------------------------------
     def members(self, j: int, with_admins: bool) -> Sequence[int]:
         """User indices of team j: admins first (if asked), then its non-admin members."""
+        if self._promoted or self._left:  # changed by a test: small organisations, listed plainly
+            return self._changed_members(j, with_admins)
         removed = self._removed  # one snapshot, so both parts agree
         admins, teams = self.spec.admins, self.spec.teams
         first_member = admins + (j - admins) % teams
@@ -332,6 +366,13 @@ class SysdigOrg:
         if not with_admins:
             return members
         return Concat(Survivors(0, admins, 1, [i for i in removed if i < admins]), members)
+
+    def _changed_members(self, j: int, with_admins: bool) -> list[int]:
+        removed, left = set(self._removed), {i for jj, i in self._left if jj == j}
+        admins = sorted({*range(min(self.spec.admins, self.spec.users)), *self._promoted} - removed - left)
+        regular = [i for i in range(self.spec.admins, self.spec.users)
+                   if i % self.spec.teams == j and not self.is_admin(i) and i not in removed | left]
+        return admins + regular if with_admins else regular
 
     def membership(self, j: int, i: int) -> dict[str, Any]:
         role: str | None
