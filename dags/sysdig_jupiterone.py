@@ -109,7 +109,8 @@ def sysdig_jupiterone(account: Account):
 
         config = validate_config()
         extracts = {r: extract_resource.override(task_id=f"extract_{r}")(r, config) for r in extract.EXTRACTORS}
-        extracts["teams"] >> extracts["team_memberships"]  # memberships are listed per extracted team
+        for resource, after in extract.EXTRACT_AFTER.items():  # e.g. memberships are listed per extracted team
+            extracts[after] >> extracts[resource]
         graph = transform(config)
         list(extracts.values()) >> graph
         published = load(graph, check_quality(graph))

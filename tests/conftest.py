@@ -119,3 +119,19 @@ def storage_text(folder: Path) -> str:
 
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def expected_findings(spec: OrgSpec, stages: tuple[str, ...] = ("runtime",),
+                      severities: tuple[str, ...] = ("critical", "high", "medium", "low")) -> dict:
+    """What the emulator's full results hold, counted from their vulnerability maps (not from the
+    packages, as the pipeline walks them): findings, findings with a CVE id, distinct CVEs."""
+    from sysdig_j1.emulators.sysdig_org import SysdigOrg
+
+    org = SysdigOrg(spec)
+    names = []
+    for stage in stages:
+        for k in org.scans(stage):
+            result = json.loads(org.full_result(org.stage_result(stage, k)["resultId"]))
+            names += [v["name"] for v in result["vulnerabilities"].values() if v["severity"] in severities]
+    cves = [name for name in names if name.startswith("CVE-")]
+    return {"findings": len(names), "cve_relationships": len(cves), "cves": len(set(cves))}

@@ -79,8 +79,11 @@ OUTCOMES = {
     "echo_token": Publishes({
         "sysdig_user:10003": {"lastName": "***"},  # and displayName, "<first name> ***"
         "sysdig_team:20002": {"description": "ask *** for access ***"},
-    }),
+    }),  # the findings' layers quote it too, in build commands that only their _rawData holds
     "nested_secrets": Publishes({}),  # only _rawData gains the profile's harmless remains
+    "dangling_reference": Fails("extract_findings", r"GET /secure/vulnerability/v1/results/[0-9a-f]{32}: the scan "
+                                                    r"result is inconsistent: package 'p\d+' refers to vulnerability "
+                                                    "'v-missing', which the result does not hold"),
 }
 assert set(OUTCOMES) == set(SCENARIOS), "every emulator scenario has an expected outcome"
 

@@ -27,13 +27,15 @@ def test_readme_data_model_section_matches_the_model():
 def test_types_classes_and_relationship_names_are_the_contract():
     assert {(e.type, e.cls) for e in ENTITIES} == {
         ("sysdig_account", "Account"), ("sysdig_user", "User"), ("sysdig_team", "Team"),
-        ("sysdig_image_scan", "Assessment"),
+        ("sysdig_image_scan", "Assessment"), ("sysdig_finding", "Finding"),
     }
     assert [(r.source.type, r.type, r.target.type, r.cls) for r in RELATIONSHIPS] == [
         ("sysdig_account", "sysdig_account_has_user", "sysdig_user", "HAS"),
         ("sysdig_account", "sysdig_account_has_team", "sysdig_team", "HAS"),
         ("sysdig_account", "sysdig_account_has_image_scan", "sysdig_image_scan", "HAS"),
         ("sysdig_team", "sysdig_team_has_user", "sysdig_user", "HAS"),
+        ("sysdig_image_scan", "sysdig_image_scan_identified_finding", "sysdig_finding", "IDENTIFIED"),
+        ("sysdig_finding", "sysdig_finding_is_cve", "cve", "IS"),
     ]
     for entity in ENTITIES:  # JupiterOne's Entity schema needs both on every entity
         assert {"name", "displayName"} <= set(entity.required)

@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import requests
-from conftest import task_states
+from conftest import expected_findings, task_states
 
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 
-SCANS = {"sysdig_image_scan", "sysdig_account_has_image_scan"}
+# the scans and, extracted from them, the findings
+SCANS = {"sysdig_image_scan", "sysdig_account_has_image_scan", "sysdig_finding", "sysdig_image_scan_identified_finding",
+         "sysdig_finding_is_cve"}
 
 
 def keys(graph: dict, kind: str, types: set[str] | None = None) -> set[str]:
@@ -74,8 +76,12 @@ def test_dry_run_calls_nothing_and_writes_the_would_be_upload(dag, start_sysdig,
     [folder] = Path(tmp_path, "storage").rglob("dry_run")
     entities = json.loads((folder / "entities.json").read_text())
     relationships = json.loads((folder / "relationships.json").read_text())
-    assert (len(entities), len(relationships)) == (80, 115)
-    assert {e["_type"] for e in entities} == {"sysdig_account", "sysdig_user", "sysdig_team", "sysdig_image_scan"}
+    found = expected_findings(OrgSpec())
+    assert (len(entities), len(relationships)) == (
+        80 + found["findings"], 115 + found["findings"] + found["cve_relationships"])
+    assert {e["_type"] for e in entities} == {"sysdig_account", "sysdig_user", "sysdig_team", "sysdig_image_scan",
+                                              "sysdig_finding"}
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["entities"] == {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 45}
+    assert summary["entities"] == {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 45,
+                                   "sysdig_finding": found["findings"]}
     assert summary["mass_deletion_check"].startswith("not checked: first publish")

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from sysdig_j1 import quality
+from sysdig_j1.findings import flatten
 from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.raw import write_page
@@ -37,6 +38,9 @@ def frames(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
         store(f"team_memberships/{TEAM_ID_BASE + j}", list(map(partial(org.membership, j), org.members(j, True))))
     for stage in STAGES:
         store(f"image_scans/{stage}", [org.stage_result(stage, k) for k in org.scans(stage)])
+    scans = [org.stage_result("runtime", k)["resultId"] for k in org.scans("runtime")]
+    store("findings/runtime", [record for scan in scans
+                               for record in flatten(json.loads(org.full_result(scan)), scan, "runtime", "low")[0]])
     entities, relationships, partial_types = build_graph(Context(storage, app_url="https://app.example"))
     assert partial_types == []
     return entities, relationships

@@ -15,17 +15,16 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from sysdig_j1 import raw
+from sysdig_j1 import findings, raw
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import LEGACY_PAGE, MAX_CURSOR_PAGE, Listing, Page, SysdigHook
-from sysdig_j1.model import RESOURCES
+from sysdig_j1.model import RESOURCES, VM_STAGES
 from sysdig_j1.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 15.0
-
-VM_STAGES = ("runtime", "pipeline", "registry")
+RESULTS_PER_PAGE = 50  # full scan results whose findings share one stored page (~10,000 findings)
 
 
 def save_pages(storage: RunStorage, pages: Iterable[Page], scrubber: Scrubber) -> Counter[str]:
@@ -126,6 +125,46 @@ def extract_image_scans(hook: SysdigHook, storage: RunStorage, scrubber: Scrubbe
     return _manifest(storage, "image_scans", counts)
 
 
+def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
+    """The full result of every image scan `extract_image_scans` stored for the configured stages,
+    flattened into findings (`findings.py`). Results are fetched concurrently and their findings
+    stored RESULTS_PER_PAGE results to a page, each page written once all its results are in, so
+    memory holds a few pages whatever the size of the fleet."""
+    storage.reset(storage.raw("findings"))
+    stages, min_severity = hook.finding_stages, hook.finding_min_severity
+    if hook.image_scan_source == "legacy-scanning":
+        log.warning("legacy scanning has no full scan results: no findings extracted")
+        stages = ()
+    scans = raw.read_raw(storage, "image_scans", columns=["resultId"])
+    listed = list(findings.result_ids(scans, stages))
+    position = {item: n for n, item in enumerate(listed)}
+    first = {stage: next(n for n, (s, _) in enumerate(listed) if s == stage) for stage in {s for s, _ in listed}}
+    per_stage = {stage: sum(s == stage for s, _ in listed) for stage in first}
+    pending: dict[tuple[str, int], list] = {}  # (stage, page) -> [results still to come, records]
+    counts = {"results": 0, "findings": 0, "below_min_severity": 0}
+    logged = time.monotonic()
+    for (stage, result_id), body in hook.scan_results(listed):
+        records, below = findings.flatten(body, result_id, stage, min_severity)
+        number = (position[stage, result_id] - first[stage]) // RESULTS_PER_PAGE
+        page = pending.setdefault((stage, number), [
+            min(RESULTS_PER_PAGE, per_stage[stage] - number * RESULTS_PER_PAGE), []])
+        page[0] -= 1
+        page[1] += records
+        counts["results"] += 1
+        counts["findings"] += len(records)
+        counts["below_min_severity"] += below
+        if not page[0]:
+            del pending[stage, number]
+            if page[1]:
+                raw.write_page(storage, f"findings/{stage}", number, page[1], scrubber, findings.RESULT_PATH)
+        if time.monotonic() - logged >= PROGRESS_SECONDS:
+            log.info("progress: %s of %s full scan results, %s findings", f"{counts['results']:,}",
+                     f"{len(listed):,}", f"{counts['findings']:,}")
+            logged = time.monotonic()
+    log.info("findings of stages %s at or above %s severity", ", ".join(stages) or "(none)", min_severity)
+    return _manifest(storage, "findings", counts)
+
+
 # One extract task per resource; the DAG builds its tasks from this table.
 EXTRACTORS = {
     "account": extract_account,
@@ -133,4 +172,7 @@ EXTRACTORS = {
     "teams": extract_teams,
     "team_memberships": extract_team_memberships,
     "image_scans": extract_image_scans,
+    "findings": extract_findings,
 }
+# Extracts that read what another extract stored in the same run, and so run after it.
+EXTRACT_AFTER = {"team_memberships": "teams", "findings": "image_scans"}

@@ -7,6 +7,7 @@ read), so this is the single place where the connection contract is described to
 
 from __future__ import annotations
 
+from sysdig_j1.model import DEFAULT_FINDING_MIN_SEVERITY, DEFAULT_FINDING_STAGES, SEVERITIES, VM_STAGES
 from sysdig_j1.regions import JUPITERONE_REGIONS, SYSDIG_REGIONS
 
 
@@ -40,6 +41,18 @@ def get_provider_info() -> dict:
                             "default": "vulnerability-management",
                             "enum": ["vulnerability-management", "legacy-scanning", None],
                         },
+                    },
+                    "finding_stages": {
+                        "label": "Findings from stages",
+                        "description": f"Comma-separated, of {', '.join(VM_STAGES)}; empty for no findings. "
+                                       "Default: what is running.",
+                        "schema": {"type": ["string", "null"], "default": ",".join(DEFAULT_FINDING_STAGES)},
+                    },
+                    "finding_min_severity": {
+                        "label": "Lowest finding severity",
+                        "description": "Findings below it are not published. Default: all but negligible.",
+                        "schema": {"type": ["string", "null"], "default": DEFAULT_FINDING_MIN_SEVERITY,
+                                   "enum": [*SEVERITIES, None]},
                     },
                     "max_concurrency": {
                         "label": "Max concurrent requests",

@@ -23,6 +23,7 @@ import pandas as pd
 
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import TERMINAL_STATUSES, JupiterOneHook
+from sysdig_j1.model import RELATIONSHIPS, MappedTarget
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ MAX_BATCH_BYTES = 5_000_000  # JupiterOne rejects request bodies above ~6 MB
 MAX_STRING = 4096  # longest property string JupiterOne's search indexer keeps
 TRUNCATED = "TRUNCATED"
 ROWS_PER_SLICE = 10_000
+MAPPED = {r.type: r for r in RELATIONSHIPS if r.mapped}
 
 
 class MassDeletionError(RuntimeError):
@@ -48,9 +50,11 @@ def type_counts(frame: pd.DataFrame) -> dict[str, int]:
 # -- frames -> JSON objects ---------------------------------------------------------------------
 def graph_objects(frame: pd.DataFrame) -> Iterator[dict]:
     """Frame rows as JupiterOne objects: nulls dropped, numpy values made plain, long strings
-    cut, `_rawData` wrapped the way the data model wants it."""
-    for _, group in frame.groupby("_type", sort=False):
+    cut, `_rawData` wrapped the way the data model wants it, mapped relationships given their
+    `_mapping`."""
+    for type_, group in frame.groupby("_type", sort=False):
         group = group.dropna(axis=1, how="all")
+        mapped = MAPPED.get(type_)
         for start in range(0, len(group), ROWS_PER_SLICE):  # a slice at a time: a type may be 1M rows
             for record in group.iloc[start : start + ROWS_PER_SLICE].to_dict("records"):
                 obj = {k: _plain(v) for k, v in record.items() if not _is_null(v)}
@@ -58,7 +62,21 @@ def graph_objects(frame: pd.DataFrame) -> Iterator[dict]:
                 _cut_long_strings(obj)
                 if raw:
                     obj["_rawData"] = [{"name": "default", "rawData": json.loads(raw)}]
-                yield obj
+                yield obj if mapped is None else _with_mapping(obj, mapped.target)
+
+
+def _with_mapping(obj: dict, target: MappedTarget) -> dict:
+    """A mapped relationship names its source and how to find (or create) its target, instead of
+    both ends' keys: JupiterOne's mapper resolves the target among every integration's entities."""
+    source, target_key = obj.pop("_fromEntityKey"), obj.pop("_toEntityKey")
+    obj["_mapping"] = {
+        "relationshipDirection": "FORWARD",
+        "sourceEntityKey": source,
+        "targetFilterKeys": [list(keys) for keys in target.filter_keys],
+        "targetEntity": target.entity(target_key),
+        "skipTargetCreation": target.skip_creation,
+    }
+    return obj
 
 
 def _is_null(value: object) -> bool:

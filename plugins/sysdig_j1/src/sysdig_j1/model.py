@@ -36,7 +36,30 @@ RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
     "image_repository": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
     "image_tag": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
     "membership_role": (("standardTeamRole", "string"), ("customTeamRoleId", "integer")),
+    "finding_display_name": (("vulnerability.name", "string"), ("package.name", "string"),
+                             ("package.version", "string")),
+    "finding_numeric_severity": (("vulnerability.severity", "string"),),
+    "finding_open": (("riskAccept.status", "string"),),
+    "finding_risk_accepted": (("riskAccept.status", "string"),),
+    "finding_fixable": (("vulnerability.fixVersion", "string"),),
+    "finding_from_base_image": (("layer.baseImages", "string[]"),),
+    "cve_key": (("vulnerability.name", "string"),),
 }
+# Rules that answer for every record, their fields' absence included (no risk acceptance: open; no
+# fix version: not fixable), so a required property they derive requires none of their fields.
+TOTAL_RULES = frozenset({"finding_open", "finding_risk_accepted", "finding_fixable"})
+
+# Sysdig's severities, worst first, with the number JupiterOne's Finding class wants (0-10): the
+# lower bound of the matching CVSS v3 band, so numericSeverity sorts and filters like a CVSS score.
+SEVERITIES: dict[str, int] = {"critical": 9, "high": 7, "medium": 4, "low": 1, "negligible": 0}
+VM_STAGES = ("runtime", "pipeline", "registry")  # where Vulnerability Management scans images
+# Which findings are published (Sysdig connection extras finding_stages, finding_min_severity).
+# What is running is what an attacker can reach, and what a security team fixes first; pipeline
+# and registry results repeat the same images' findings many times over. Every severity but
+# negligible: "low" CVEs still answer "where is CVE-X running?", negligible ones are noise by the
+# feeds' own rating.
+DEFAULT_FINDING_STAGES = ("runtime",)
+DEFAULT_FINDING_MIN_SEVERITY = "low"
 
 
 @dataclass(frozen=True)
@@ -92,9 +115,31 @@ class EntityType:
 
 
 @dataclass(frozen=True)
+class MappedTarget:
+    """An entity type this pipeline does not own, reached through a mapped relationship: JupiterOne's
+    mapper finds the target by `filter_keys` (values taken from `entity(key)`) in any integration's
+    data, or creates it from that entity unless `skip_creation`. `key_pattern` is what a valid
+    target `_key` looks like; `properties` are templates of the target's properties, where `{key}`
+    is its `_key` and `{KEY}` the same upper-cased."""
+
+    type: str
+    cls: str
+    key_pattern: str
+    description: str
+    properties: tuple[tuple[str, str], ...] = ()
+    filter_keys: tuple[tuple[str, ...], ...] = (("_type", "_key"),)
+    skip_creation: bool = False
+    key_type: str = "string"
+
+    def entity(self, key: str) -> dict[str, str]:
+        values = {name: template.format(key=key, KEY=key.upper()) for name, template in self.properties}
+        return {"_type": self.type, "_key": key, "_class": self.cls, **values}
+
+
+@dataclass(frozen=True)
 class RelationshipType:
     source: EntityType
-    target: EntityType
+    target: EntityType | MappedTarget
     description: str
     cls: str = "HAS"
     # Relationships listed by a resource of their own (team memberships). Without one, the
@@ -103,10 +148,17 @@ class RelationshipType:
     source_key_field: str | None = None
     target_key_field: str | None = None
     properties: tuple[Property, ...] = field(default_factory=tuple)
+    # Mapped relationships (target a MappedTarget): the rule in RULE_READS that turns the
+    # target_key_field into the target's `_key`; rows it leaves null have no target.
+    target_key_rule: str | None = None
 
     @property
     def required(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.properties if p.required)
+
+    @property
+    def mapped(self) -> bool:
+        return isinstance(self.target, MappedTarget)
 
     @property
     def type(self) -> str:
@@ -251,11 +303,85 @@ IMAGE_SCAN = EntityType(
         _p("lowVulnerabilities", "integer", "Low vulnerabilities found.", source="vulnTotalBySeverity.low"),
         _p("negligibleVulnerabilities", "integer", "Negligible vulnerabilities found.",
            source="vulnTotalBySeverity.negligible"),
+        *(_p(f"running{level.capitalize()}Vulnerabilities", "integer",
+             f"{level.capitalize()} vulnerabilities in packages in use at runtime (runtime results only).",
+             source=f"runningVulnTotalBySeverity.{level}") for level in SEVERITIES),
         _p("createdOn", "timestamp", "When the scan ran (runtime results have no time).", source="createdAt"),
     ),
 )
 
-ENTITIES: tuple[EntityType, ...] = (ACCOUNT, USER, TEAM, IMAGE_SCAN)
+FINDING = EntityType(
+    type="sysdig_finding",
+    cls="Finding",
+    resource="findings",
+    # Sysdig's reference ids are local to one response, so the key is computed from what the
+    # finding is: see `findings.finding_id`.
+    key_source="findingId",
+    description="One vulnerability of one package in one image scan result, from "
+                "/secure/vulnerability/v1/results/{resultId} (settings decide which stages and severities).",
+    properties=(
+        _p("id", "string", "Finding id: a hash of the scan result, the package and the vulnerability (stable "
+                           "across runs).", source="findingId", required=True),
+        _p("name", "string", "Vulnerability name: a CVE id, or another advisory id (e.g. GHSA-...).",
+           source="vulnerability.name", required=True),
+        _p("displayName", "string", "'<vulnerability> in <package> <version>'.", derive="finding_display_name",
+           required=True),
+        _p("category", "string", "Finding category.", constant="Package Vulnerability", required=True),
+        _p("severity", "string", "Sysdig severity: critical, high, medium, low or negligible.",
+           source="vulnerability.severity", required=True),
+        _p("numericSeverity", "integer", "Severity as 0-10: critical 9, high 7, medium 4, low 1, negligible 0 "
+                                         "(the lower bounds of the CVSS v3 bands).",
+           derive="finding_numeric_severity", required=True),
+        _p("open", "boolean", "False while an active risk acceptance covers the finding.", derive="finding_open",
+           required=True),
+        _p("imageScanId", "string", "The scan result the finding is part of.", source="resultId", required=True),
+        _p("stage", "string", "Stage of the scan result: runtime, pipeline or registry.", source="_partition",
+           required=True),
+        _p("packageName", "string", "Vulnerable package.", source="package.name", required=True),
+        _p("packageVersion", "string", "Installed version of the package.", source="package.version", required=True),
+        _p("packageType", "string", "Package type (os, java, python, javascript, golang, ...).",
+           source="package.type", required=True),
+        _p("packagePath", "string", "Where the package is in the image (language packages).", source="package.path"),
+        _p("packageLicense", "string", "Package licence.", source="package.license"),
+        _p("inUse", "boolean", "The package is used by a running process (runtime results).",
+           source="package.isRunning"),
+        _p("fixVersion", "string", "First package version that fixes the vulnerability.",
+           source="vulnerability.fixVersion"),
+        _p("fixable", "boolean", "A fix version exists.", derive="finding_fixable", required=True),
+        _p("suggestedFix", "string", "Version Sysdig suggests upgrading the package to.", source="package.suggestedFix"),
+        _p("exploitable", "boolean", "A public exploit exists.", source="vulnerability.exploitable"),
+        _p("exploitPublishedOn", "timestamp", "When the exploit was published.",
+           source="vulnerability.exploit.publicationDate"),
+        _p("cisaKev", "boolean", "Listed in CISA's Known Exploited Vulnerabilities catalogue.", source="cisaKev"),
+        _p("cvssScore", "number", "CVSS base score.", source="vulnerability.cvssScore.score"),
+        _p("cvssVersion", "string", "CVSS version of the score.", source="vulnerability.cvssScore.version"),
+        _p("cvssVector", "string", "CVSS vector.", source="vulnerability.cvssScore.vector"),
+        _p("epssScore", "number", "EPSS probability of exploitation in the next 30 days (FIRST.org).",
+           source="epss.score"),
+        _p("epssPercentile", "number", "EPSS percentile (FIRST.org).", source="epss.percentile"),
+        _p("provider", "string", "Vulnerability feed Sysdig took the data from.", source="vulnerability.mainProvider"),
+        _p("disclosedOn", "timestamp", "When the vulnerability was disclosed.", source="vulnerability.disclosureDate"),
+        _p("solutionOn", "timestamp", "When a fix became available.", source="vulnerability.solutionDate"),
+        _p("riskAccepted", "boolean", "An active risk acceptance covers the finding.", derive="finding_risk_accepted",
+           required=True),
+        _p("riskAcceptReason", "string", "Reason given for the risk acceptance.", source="riskAccept.reason"),
+        _p("riskAcceptDescription", "string", "Description of the risk acceptance.", source="riskAccept.description"),
+        _p("riskAcceptExpiresOn", "timestamp", "When the risk acceptance expires.", source="riskAccept.expirationDate"),
+        _p("layerDigest", "string", "Digest of the image layer that added the package.", source="layer.digest"),
+        _p("fromBaseImage", "boolean", "The layer comes from a base image.", derive="finding_from_base_image"),
+        _p("baseImages", "string[]", "Pull strings of the base images the layer belongs to.", source="layer.baseImages"),
+    ),
+)
+
+CVE = MappedTarget(
+    type="cve",
+    cls="Vulnerability",
+    key_pattern=r"^cve-\d{4}-\d{4,}$",
+    description="JupiterOne's shared CVE entity, which every scanner integration links its findings to.",
+    properties=(("name", "{KEY}"), ("displayName", "{KEY}"), ("webLink", "https://nvd.nist.gov/vuln/detail/{KEY}")),
+)
+
+ENTITIES: tuple[EntityType, ...] = (ACCOUNT, USER, TEAM, IMAGE_SCAN, FINDING)
 
 RELATIONSHIPS: tuple[RelationshipType, ...] = (
     RelationshipType(ACCOUNT, USER, "The account has the user."),
@@ -275,10 +401,17 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
                source="customTeamRoleId"),
         ),
     ),
+    RelationshipType(IMAGE_SCAN, FINDING, "The image scan result identified the finding.", cls="IDENTIFIED",
+                     resource="findings", source_key_field="resultId", target_key_field="findingId"),
+    RelationshipType(FINDING, CVE, "The finding is an instance of the CVE (mapped: JupiterOne resolves the CVE "
+                                   "entity, or creates it once). Findings without a CVE id have none.",
+                     cls="IS", resource="findings", source_key_field="findingId",
+                     target_key_field="vulnerability.name", target_key_rule="cve_key"),
 )
 
 # Resources the extract tasks fetch; every entity and relationship resource appears here.
-RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "image_scans")
+RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "image_scans", "findings")
+MAPPED_TARGETS: tuple[MappedTarget, ...] = tuple(dict.fromkeys(r.target for r in RELATIONSHIPS if r.mapped))
 
 
 def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:

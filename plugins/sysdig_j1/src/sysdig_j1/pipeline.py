@@ -7,7 +7,10 @@ retrying cannot fix (bad credentials, bad data) raise AirflowFailException so th
 
 from __future__ import annotations
 
+import io
 import logging
+
+import pyarrow.parquet as pq
 
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
@@ -35,6 +38,7 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
         user = sysdig.current_user()
         jupiterone.base_url  # noqa: B018 - an unknown region or a missing host fails here
         jupiterone.session  # noqa: B018 - builds the session, which checks account id and key are set
+        sysdig.finding_stages, sysdig.finding_min_severity  # noqa: B018 - an unknown setting fails here
     except ApiError as exc:
         if exc.status in (401, 403):
             raise AirflowFailException(f"Sysdig rejected the API token of {sysdig.describe()}: {exc}") from exc
@@ -68,8 +72,8 @@ def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, stora
     scrubber = Scrubber([sysdig.secret, jupiterone.secret])
     try:
         return EXTRACTORS[resource](sysdig, storage, scrubber)
-    except ContractError as exc:  # the same records would break the contract again
-        raise AirflowFailException(str(exc)) from exc
+    except ContractError as exc:  # the same records would break the contract again; they may quote anything
+        raise AirflowFailException(scrubber.text(str(exc))) from None
 
 
 def transform(storage: RunStorage, config: dict) -> dict:
@@ -228,6 +232,10 @@ def _snapshot_reader(storage: RunStorage, path) -> changes.Reader | None:
     """A previous snapshot in storage, read as little as each question needs."""
     if not path.exists():
         return None
+    if "_hash" not in pq.read_schema(io.BytesIO(path.read_bytes())).names:
+        # written before snapshots kept a hash per object: hashed once here, in memory
+        return changes.frame_reader(changes.snapshot(storage.read_parquet(path)))
+
     def read(columns=None, keys=None, types=None):
         filters = [f for f in (("_key", "in", keys) if keys is not None else None,
                                ("_type", "in", types) if types is not None else None) if f]

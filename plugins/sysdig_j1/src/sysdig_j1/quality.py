@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, Property
 
+MAPPED_TYPES = [r.type for r in RELATIONSHIPS if r.mapped]
 NON_NEGATIVE = ("integer", "number")  # counts, ids, versions; timestamps before 1970 are negative
 ENDS = ("_fromEntityKey", "_toEntityKey")
 # Failures name the offending objects by `_key`, not only by the failing values (often just null).
@@ -92,7 +93,7 @@ def build_checks() -> list[Check]:
             _check("relationships", rel.type, "ExpectColumnValuesToMatchRegex", column="_fromEntityKey",
                    regex=f"^{rel.source.type}:.+$"),
             _check("relationships", rel.type, "ExpectColumnValuesToMatchRegex", column="_toEntityKey",
-                   regex=f"^{rel.target.type}:.+$"),
+                   regex=rel.target.key_pattern if rel.mapped else f"^{rel.target.type}:.+$"),
         ]
         checks += _property_checks("relationships", rel.type, rel.properties)
     return checks
@@ -102,10 +103,14 @@ def with_endpoint_entities(relationships: pd.DataFrame, entities: pd.DataFrame) 
     """The relationships plus, per endpoint, the `_key` of the entity it names, looked up by key:
     data for GX to judge, null where no entity has that key (or the endpoint is null)."""
     keys = pa.array(entities["_key"].array)  # a duplicate key only repeats a value; the uniqueness check reports it
+    # A mapped relationship's target is another integration's (or JupiterOne's) entity, never in
+    # this graph: it stands for itself here, and its per-type check holds it to the target's key pattern.
+    external = relationships["_type"].isin(MAPPED_TYPES)
 
     def entity_at(end: str) -> pd.Series:
         position = pc.index_in(pa.array(relationships[end].array), value_set=keys)  # Arrow's hash lookup
-        return pd.Series(pd.array(keys.take(position), dtype="string"), index=relationships.index)
+        entity = pd.Series(pd.array(keys.take(position), dtype="string"), index=relationships.index)
+        return entity.mask(external, relationships[end]) if end == "_toEntityKey" else entity
 
     return relationships.assign(**{found(end): entity_at(end) for end in ENDS if end in relationships})
 

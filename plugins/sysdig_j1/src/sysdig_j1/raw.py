@@ -92,18 +92,22 @@ def write_page(storage: RunStorage, listing: str, number: int, records: list[Any
     (folder / f"part-{number:05d}{PAGE_SUFFIX}").write_bytes(data)
 
 
-def read_raw(storage: RunStorage, resource: str) -> pd.DataFrame:
-    """All stored records of a resource as one frame of its contract's typed columns, plus
-    `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the scrubbed record)."""
+def read_raw(storage: RunStorage, resource: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """All stored records of a resource as one frame of its contract's typed columns (or only
+    `columns` of them), plus `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the
+    scrubbed record) unless `columns` leaves it out."""
     schema = page_schema(contract_for(resource))
     tables, partitions = [], []
     for partition, path in storage.pages(storage.raw(resource), PAGE_SUFFIX):
-        table = pq.read_table(pa.BufferReader(path.read_bytes()))
-        if not table.schema.equals(schema):
+        page = pq.ParquetFile(pa.BufferReader(path.read_bytes()))
+        if not page.schema_arrow.equals(schema):
             raise ContractError(f"{resource}: {path} was not written under the current source contract; "
                                 "re-run the resource's extract task")
+        table = page.read(columns=columns)
         tables.append(table)
         partitions.append(pa.repeat(pa.scalar(partition), table.num_rows))
+    if columns is not None:
+        schema = pa.schema([schema.field(name) for name in columns])
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     frame = table.to_pandas(types_mapper=NULLABLE.get)
     frame["_partition"] = pd.Series(pa.chunked_array(partitions, pa.string()), dtype=pd.StringDtype())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS
+from sysdig_j1.model import ENTITIES, MAPPED_TARGETS, RELATIONSHIPS
 
 SMALL_GRAPH = 150  # entities up to which the page also draws each entity
 CALL_OUTS = {
@@ -95,7 +95,7 @@ def _quality(quality: dict | None) -> str:
 
 def _type_graph(counts: dict[str, int]) -> str:
     """Entity types on a circle, relationship types as labelled lines between them."""
-    types = [e.type for e in ENTITIES]
+    types = [e.type for e in ENTITIES] + [t.type for t in MAPPED_TARGETS]  # mapped targets: JupiterOne's CVEs
     width, height, radius = 760, 420, 150
     centre = (width / 2, height / 2)
     at = {t: (centre[0] + radius * 1.6 * math.cos(2 * math.pi * n / len(types) - math.pi / 2),

@@ -64,13 +64,42 @@ def entity_schema(entity: EntityType) -> dict:
     return schema
 
 
-def relationship_schema(rel: RelationshipType) -> dict:
-    fixed = {
-        "_fromEntityKey": {"type": "string", "pattern": f"^{rel.source.type}:.+$"},
-        "_toEntityKey": {"type": "string", "pattern": f"^{rel.target.type}:.+$"},
-        "displayName": {"const": rel.cls},
+def _mapping_schema(rel: RelationshipType) -> dict:
+    """What a mapped relationship carries instead of its two ends' keys."""
+    target = rel.target
+    return {
+        "type": "object",
+        "description": f"Mapped relationship: JupiterOne finds the {target.type} entity by the filter keys, "
+                       + ("never creating it." if target.skip_creation else "or creates it from targetEntity."),
+        "required": ["relationshipDirection", "sourceEntityKey", "targetFilterKeys", "targetEntity"],
+        "properties": {
+            "relationshipDirection": {"const": "FORWARD"},
+            "sourceEntityKey": {"type": "string", "pattern": f"^{rel.source.type}:.+$"},
+            "targetFilterKeys": {"const": [list(keys) for keys in target.filter_keys]},
+            "targetEntity": {
+                "type": "object",
+                "required": ["_type", "_key", "_class", *(name for name, _ in target.properties)],
+                "properties": {"_type": {"const": target.type}, "_key": {"type": "string", "pattern": target.key_pattern},
+                               "_class": {"const": target.cls},
+                               **{name: {"type": "string"} for name, _ in target.properties}},
+            },
+            "skipTargetCreation": {"const": target.skip_creation},
+        },
     }
-    key_pattern = f"^{rel.source.type}:.+\\|{rel.cls.lower()}\\|{rel.target.type}:.+$"
+
+
+def relationship_schema(rel: RelationshipType) -> dict:
+    if rel.mapped:
+        fixed = {"_mapping": _mapping_schema(rel), "displayName": {"const": rel.cls}}
+        target_key = rel.target.key_pattern.strip("^$")
+    else:
+        fixed = {
+            "_fromEntityKey": {"type": "string", "pattern": f"^{rel.source.type}:.+$"},
+            "_toEntityKey": {"type": "string", "pattern": f"^{rel.target.type}:.+$"},
+            "displayName": {"const": rel.cls},
+        }
+        target_key = f"{rel.target.type}:.+"
+    key_pattern = f"^{rel.source.type}:.+\\|{rel.cls.lower()}\\|{target_key}$"
     schema = _schema(rel.type, rel.cls, rel.description, key_pattern, fixed, rel.properties)
     schema["additionalProperties"] = False
     return schema
@@ -90,7 +119,8 @@ def render_markdown() -> str:
         "",
         "| relationship `_type` | `_class` | from → to | |",
         "|---|---|---|---|",
-        *(f"| `{r.type}` | {r.cls} | `{r.source.type}` → `{r.target.type}` | {r.description} |" for r in RELATIONSHIPS),
+        *(f"| `{r.type}` | {r.cls} | `{r.source.type}` → `{r.target.type}`{' (mapped)' if r.mapped else ''} | "
+          f"{r.description} |" for r in RELATIONSHIPS),
     ]
     for owner in (*ENTITIES, *RELATIONSHIPS):
         if not owner.properties:

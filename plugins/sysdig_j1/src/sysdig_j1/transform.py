@@ -18,7 +18,15 @@ import pandas as pd
 import pyarrow as pa
 
 from sysdig_j1.hooks.storage import RunStorage
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType, partial_types
+from sysdig_j1.model import (
+    ENTITIES,
+    RELATIONSHIPS,
+    SEVERITIES,
+    EntityType,
+    Property,
+    RelationshipType,
+    partial_types,
+)
 from sysdig_j1.raw import read_raw
 
 PULL_STRING = re.compile(
@@ -123,6 +131,26 @@ def _app_url(raw: pd.DataFrame, ctx: Context) -> pd.Series:
     return pd.Series(ctx.app_url, index=raw.index, dtype="string")
 
 
+def _finding_display_name(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    return (as_string(column(raw, "vulnerability.name")) + " in " + as_string(column(raw, "package.name")) + " "
+            + as_string(column(raw, "package.version")))
+
+
+def _finding_numeric_severity(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    # An unknown severity maps to null, which the quality gate refuses (numericSeverity is required).
+    return as_string(column(raw, "vulnerability.severity")).map(SEVERITIES).astype("Int64")
+
+
+def _risk_accepted(raw: pd.DataFrame) -> pd.Series:
+    return (as_string(column(raw, "riskAccept.status")) == "active").fillna(False).astype("boolean")
+
+
+def _cve_key(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    """The CVE entity's `_key`: the CVE id lower-cased; null for other advisories (GHSA-...)."""
+    name = as_string(column(raw, "vulnerability.name")).str.strip()
+    return name.str.lower().where(name.str.fullmatch(r"(?i)CVE-\d{4}-\d{4,}").fillna(False).astype(bool))
+
+
 DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
     "account_name": _account_name,
     "app_url": _app_url,
@@ -134,6 +162,14 @@ DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
     "image_repository": _pull_string_part("repository"),
     "image_tag": _pull_string_part("tag"),
     "membership_role": _membership_role,
+    "finding_display_name": _finding_display_name,
+    "finding_numeric_severity": _finding_numeric_severity,
+    "finding_open": lambda raw, ctx: ~_risk_accepted(raw),
+    "finding_risk_accepted": lambda raw, ctx: _risk_accepted(raw),
+    "finding_fixable": lambda raw, ctx: column(raw, "vulnerability.fixVersion").notna().astype("boolean"),
+    "finding_from_base_image": lambda raw, ctx: column(raw, "layer.baseImages").map(
+        lambda pulls: pulls is not None and len(pulls) > 0, na_action="ignore").astype("boolean"),
+    "cve_key": _cve_key,
 }
 
 
@@ -172,7 +208,13 @@ def entity_frame(entity: EntityType, ctx: Context) -> pd.DataFrame:
 
 
 def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.DataFrame], ctx: Context) -> pd.DataFrame:
-    if relationship.resource:
+    if relationship.mapped:  # the target is not ours: its key comes from a rule, and rows without one have none
+        raw = ctx.frame(relationship.resource)
+        to_keys = DERIVATIONS[relationship.target_key_rule](raw, ctx)
+        raw = raw[to_keys.notna()]
+        to_keys = to_keys[raw.index]
+        from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
+    elif relationship.resource:
         raw = ctx.frame(relationship.resource)
         from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
         to_keys = relationship.target.type + ":" + as_string(column(raw, relationship.target_key_field))

@@ -50,13 +50,15 @@ COUNTERS = tuple(
     f"num{kind}{event}"
     for kind in ("Entities", "Relationships")
     for event in ("Uploaded", "Created", "Updated", "Deleted")
-) + ("numRelationshipCreateErrors",)
+) + ("numRelationshipCreateErrors", "numMappedRelationshipsCreated", "numMappedRelationshipsUpdated",
+     "numMappedRelationshipsDeleted", "numMappedRelationshipCreateErrors")
 # The body field each kind is uploaded in, and J1's error code when that field is not an array.
 UPLOAD_FIELDS = {
     ENTITY: ("entities", "ENTITY_IS_NOT_ARRAY"),
     RELATIONSHIP: ("relationships", "RELATIONSHIP_IS_NOT_ARRAY"),
 }
 UNAUTHORIZED = "401: Unauthorized. Please supply a valid account id and API token."
+MAPPER_SCOPE = "system-mapper"  # where targets the mapper creates live (emulator-specific name)
 RESTART_ABORT_REASON = "emulator restarted before finalize; uploads are kept in memory only"
 
 Collection = dict[str, dict[str, Any]]  # _key -> graph object
@@ -382,21 +384,33 @@ class JupiterOneEmulator(Emulator):
         return job
 
     def _apply_diff(self, job: SyncJob, keep_types: set[str]) -> None:
-        """Entities first, then relationships, whose ends must exist once entities are done."""
+        """Entities first, then relationships, whose ends must exist once entities are done.
+        Mapped relationships are DIFFed on their own (JupiterOne counts them apart): their source
+        must be in the scope, their target is found in any scope or created by the mapper."""
         stored = self._graph.setdefault(job.scope_key, _empty_scope())
         entities, entity_counts = diff_collection(stored["entities"], job.uploads["entities"],
                                                   keep_types)
 
         def ends_exist(relationship: dict[str, Any]) -> bool:
+            if "_mapping" in relationship:  # the mapper's targets are never deleted by a DIFF
+                return relationship["_fromEntityKey"] in entities
             return {relationship["_fromEntityKey"], relationship["_toEntityKey"]} <= entities.keys()
 
         uploaded = job.uploads["relationships"]
-        linkable = {key: rel for key, rel in uploaded.items() if ends_exist(rel)}
-        relationships, relationship_counts = diff_collection(
-            stored["relationships"], linkable, keep_types, still_valid=ends_exist)
-        for kind, counts in (("Entities", entity_counts), ("Relationships", relationship_counts)):
+        plain = {key: rel for key, rel in uploaded.items() if "_mapping" not in rel}
+        linkable = {key: rel for key, rel in plain.items() if ends_exist(rel)}
+        mapped = _Mapper(self._graph, job.scope_key, entities).resolve(
+            {key: rel for key, rel in uploaded.items() if "_mapping" in rel})
+        relationships, all_counts = {}, {}
+        for kind, new in (("Relationships", linkable), ("MappedRelationships", mapped)):
+            before = {key: rel for key, rel in stored["relationships"].items()
+                      if ("_mapping" in rel) == (kind == "MappedRelationships")}
+            kept, all_counts[kind] = diff_collection(before, new, keep_types, still_valid=ends_exist)
+            relationships.update(kept)
+        for kind, counts in (("Entities", entity_counts), *all_counts.items()):
             job.fields.update({f"num{kind}{event}": n for event, n in counts.items()})
-        job.fields["numRelationshipCreateErrors"] = len(uploaded) - len(linkable)
+        job.fields["numRelationshipCreateErrors"] = len(plain) - len(linkable)
+        job.fields["numMappedRelationshipCreateErrors"] = len(uploaded) - len(plain) - len(mapped)
         for name, after in (("entities", entities), ("relationships", relationships)):
             self._track(job.scope_key, name, stored[name], after)
         stored.update(entities=entities, relationships=relationships)
@@ -469,6 +483,54 @@ class JupiterOneEmulator(Emulator):
         self._sync_requests = 0
         self._successful_uploads = 0
         self._rng = random.Random(self.faults.seed)
+
+
+class _Mapper:
+    """JupiterOne's relationship mapper, for one finalize: a mapped relationship whose source is in
+    the scope gets the entity its `targetFilterKeys` match in any scope (JupiterOne's own entities
+    included), or one created from `targetEntity` in the mapper's scope unless
+    `skipTargetCreation`; the stored relationship carries both keys, as JupiterOne's does."""
+
+    def __init__(self, graph: dict[str, dict[str, Collection]], scope: str, scope_entities: Collection) -> None:
+        self.targets = graph.setdefault(MAPPER_SCOPE, _empty_scope())["entities"]
+        self.entities = [scope_entities, *(c["entities"] for s, c in graph.items() if s != scope)]
+        self.indexes: dict[tuple[str, ...], dict[tuple, str]] = {}
+        self.scope_entities = scope_entities
+
+    def _index(self, keys: tuple[str, ...]) -> dict[tuple, str]:
+        if keys not in self.indexes:  # built once per set of filter keys, over every scope
+            self.indexes[keys] = {tuple(_hashable(e.get(k)) for k in keys): e["_key"]
+                                  for collection in self.entities for e in collection.values()}
+        return self.indexes[keys]
+
+    def target(self, mapping: dict[str, Any]) -> str | None:
+        wanted = mapping["targetEntity"]
+        for keys in map(tuple, mapping["targetFilterKeys"]):
+            found = self._index(keys).get(tuple(_hashable(wanted.get(k)) for k in keys))
+            if found is not None:
+                return found
+        if mapping.get("skipTargetCreation"):
+            return None
+        created = {**wanted, "_key": wanted.get("_key") or str(uuid.uuid4())}
+        self.targets[created["_key"]] = created
+        for keys, index in self.indexes.items():  # the next relationship to the same target finds it
+            index[tuple(_hashable(created.get(k)) for k in keys)] = created["_key"]
+        return created["_key"]
+
+    def resolve(self, mapped: Collection) -> Collection:
+        resolved = {}
+        for key, rel in mapped.items():
+            mapping = rel["_mapping"]
+            source = mapping["sourceEntityKey"]
+            target = self.target(mapping) if source in self.scope_entities else None
+            if target is not None:
+                ends = (source, target) if mapping["relationshipDirection"] == "FORWARD" else (target, source)
+                resolved[key] = {**rel, "_fromEntityKey": ends[0], "_toEntityKey": ends[1]}
+        return resolved
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _json_object(request: Request) -> dict[str, Any]:

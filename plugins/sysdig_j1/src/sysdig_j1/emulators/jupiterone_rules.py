@@ -19,8 +19,9 @@ _PROPERTY_NAME_PATTERN = re.compile(r"^(_|tag\.)?[A-Za-z0-9. -]+$")
 _NAME_RULE = _PROPERTY_NAME_PATTERN.pattern
 _RESERVED_NAMES = {
     ENTITY: {"_key", "_type", "_class", "_rawData"},
-    RELATIONSHIP: {"_key", "_type", "_class", "_rawData", "_fromEntityKey", "_toEntityKey"},
+    RELATIONSHIP: {"_key", "_type", "_class", "_rawData", "_fromEntityKey", "_toEntityKey", "_mapping"},
 }
+DIRECTIONS = ("FORWARD", "REVERSE")
 _PRIMITIVE_TYPES = (str, bool, int, float, type(None))
 
 
@@ -68,9 +69,38 @@ def _check_entity_names(obj: dict[str, Any]) -> str | None:
 
 
 def _check_endpoints(obj: dict[str, Any]) -> str | None:
+    if "_mapping" in obj:
+        return _check_mapping(obj["_mapping"])
     for name in ("_fromEntityKey", "_toEntityKey"):
         if not (isinstance(obj.get(name), str) and obj[name]):
             return f"property {name!r} is required and must be a non-empty string"
+    return None
+
+
+def _check_mapping(mapping: Any) -> str | None:
+    """A mapped relationship: its source in the job's scope, and how the mapper finds its target
+    (the values of every filter key must be in `targetEntity`) or creates it."""
+    if not isinstance(mapping, dict):
+        return "property '_mapping' must be an object"
+    if mapping.get("relationshipDirection") not in DIRECTIONS:
+        return f"'_mapping.relationshipDirection' must be one of {', '.join(DIRECTIONS)}"
+    if not (isinstance(mapping.get("sourceEntityKey"), str) and mapping["sourceEntityKey"]):
+        return "'_mapping.sourceEntityKey' must be a non-empty string"
+    target, filters = mapping.get("targetEntity"), mapping.get("targetFilterKeys")
+    if not isinstance(target, dict) or not all(
+            isinstance(v, _PRIMITIVE_TYPES) or (isinstance(v, list) and _is_uniform_primitive_list(v))
+            for v in target.values()):
+        return "'_mapping.targetEntity' must be an object of primitive properties"
+    if not (isinstance(filters, list) and filters and all(
+            isinstance(keys, list) and keys and all(isinstance(k, str) for k in keys) for keys in filters)):
+        return "'_mapping.targetFilterKeys' must be a non-empty array of non-empty arrays of property names"
+    missing = sorted({k for keys in filters for k in keys} - target.keys())
+    if missing:
+        return f"'_mapping.targetEntity' lacks the filter key(s) {missing}"
+    if not isinstance(mapping.get("skipTargetCreation", False), bool):
+        return "'_mapping.skipTargetCreation' must be a boolean"
+    if not mapping.get("skipTargetCreation") and not all(isinstance(target.get(k), str) for k in ("_type", "_class")):
+        return "'_mapping.targetEntity' needs _type and _class to be created"
     return None
 
 
@@ -85,7 +115,7 @@ def _check_property_names(kind: str, obj: dict[str, Any]) -> str | None:
 
 def _check_values(kind: str, obj: dict[str, Any]) -> str | None:
     for name, value in obj.items():
-        if name in ("_class", "_rawData"):  # checked by their own rules
+        if name in ("_class", "_rawData", "_mapping"):  # checked by their own rules
             continue
         if isinstance(value, _PRIMITIVE_TYPES):
             continue

@@ -22,6 +22,7 @@ import argparse
 import base64
 import binascii
 import dataclasses
+import json
 import math
 import random
 import re
@@ -43,7 +44,7 @@ SCENARIOS = (
     "short_member_pages", "changing_total", "cursor_loop", "endless_empty", "endless_pages",
     "string_user_id", "bool_as_text", "data_not_list", "item_not_object", "body_not_object",
     "deep_nesting", "lone_surrogate", "mixed_dates", "pre_1970_date", "bad_date", "echo_token",
-    "nested_secrets", "error_echo", "redirect",
+    "nested_secrets", "error_echo", "redirect", "dangling_reference",
 )
 _MAX_OFFSET = 2_147_483_647
 _MAX_CURSOR_CHARS = 300
@@ -56,6 +57,7 @@ _TEAMS = "/platform/v1/teams"
 _TEAM_USERS = r"/platform/v1/teams/(?P<team_id>[^/]+)/users"
 _RUNTIME_RESULTS = "/secure/vulnerability/v1/runtime-results"
 _ME = "/api/users/me"
+_RESULT = r"/secure/vulnerability/v1/results/(?P<result_id>[^/]+)"
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,31 @@ def _redirect(emulator: SysdigEmulator, request: Request, handler: Handler) -> R
     return Response(302, b"", headers={"Location": base + request.path + query})
 
 
+def _result_rewrite(change: Callable[[SysdigEmulator, dict[str, Any]], None]) -> ResponseRewrite:
+    """A full scan result, decoded, changed in place and sent again."""
+    def rewrite(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+        response = handler(request)
+        if response.status != 200:
+            return response
+        body = json.loads(response.body)
+        change(emulator, body)
+        return Response(body=body)
+
+    return rewrite
+
+
+def _dangling_reference(emulator: SysdigEmulator, result: dict[str, Any]) -> None:
+    """The first vulnerable package names a vulnerability the result does not hold."""
+    package = next(p for p in result["packages"].values() if p["vulnerabilitiesRefs"])
+    package["vulnerabilitiesRefs"].append("v-missing")
+
+
+def _echo_in_layers(emulator: SysdigEmulator, result: dict[str, Any]) -> None:
+    """Build commands that quote the token: they reach every finding's raw data (its layer)."""
+    for layer in result["layers"].values():
+        layer["command"] = f"RUN curl -H 'Authorization: Bearer {emulator.token}' https://repo/install.sh | sh"
+
+
 _RECORD_REWRITES: dict[tuple[str, str], RecordRewrite] = {
     ("string_user_id", _USERS): _only(5, _set(id="abc")),
     ("bool_as_text", _USERS): _only(4, _set(isAdmin="true")),
@@ -383,6 +410,8 @@ _RESPONSE_REWRITES: dict[tuple[str, str], ResponseRewrite] = {
     ("body_not_object", _TEAMS): _body_as_array,
     ("error_echo", _TEAMS): _error_echo,
     ("redirect", _USERS): _redirect,
+    ("dangling_reference", _RESULT): _result_rewrite(_dangling_reference),
+    ("echo_token", _RESULT): _result_rewrite(_echo_in_layers),
 }
 
 
@@ -411,6 +440,7 @@ class SysdigEmulator(Emulator):
             _TEAM_USERS: self._team_users,
             **{f"/secure/vulnerability/v1/{stage}-results": self._stage_handler(stage)
                for stage in STAGES},
+            _RESULT: self._full_result,
         }
         legacy = {
             _ME: self._me,
@@ -573,6 +603,12 @@ class SysdigEmulator(Emulator):
             return Response(body={"page": page_info, "data": data})
 
         return stage_results
+
+    def _full_result(self, request: Request) -> Response:
+        body = self.org.full_result(request.params["result_id"])
+        if body is None:
+            raise _HttpError(404, f"Result {request.params['result_id']} not found")
+        return Response(body=body)
 
     # -- legacy API --------------------------------------------------------------------------
     def _me(self, request: Request) -> Response:

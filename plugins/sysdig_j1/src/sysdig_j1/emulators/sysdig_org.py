@@ -16,7 +16,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
+
+from sysdig_j1.emulators.sysdig_results import ResultCatalogue
 
 USER_ID_BASE = 10000
 TEAM_ID_BASE = 20000
@@ -34,7 +37,6 @@ _REGISTRIES = ("docker.io", "quay.io", "123456789012.dkr.ecr.us-east-1.amazonaws
 _VENDORS = ("dockerhub", "quay", "ecr", "gcr")
 _POLICY_RESULTS = ("passed", "failed", "accepted", "noPolicy")
 _LEGACY_POLICY_STATUSES = ("PASS", "STOP", "WARN")
-_SEVERITY_MAXIMA = {"critical": 3, "high": 10, "medium": 20, "low": 30, "negligible": 5}
 
 _USERS_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _TEAMS_EPOCH = datetime(2023, 6, 1, tzinfo=UTC)
@@ -52,9 +54,10 @@ class OrgSpec:
     customer_id: int = 5000001
     customer_name: str | None = None
     duplicate_users: int = 0  # the last n users repeat the first n ids (a data-quality fault)
+    packages_per_scan: int = 20  # mean packages of an image's full scan result (~1.9 vulnerabilities each)
 
     def __post_init__(self) -> None:
-        for name in ("users", "teams", "admins", "scans", "duplicate_users"):
+        for name in ("users", "teams", "admins", "scans", "duplicate_users", "packages_per_scan"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.admins > self.users:
@@ -402,13 +405,31 @@ class SysdigOrg:
         return _SCANS_EPOCH + timedelta(minutes=k)
 
     def _vuln_counts(self, k: int) -> tuple[dict[str, int], dict[str, int]]:
-        rng = random.Random(f"{self.spec.seed}:scan:{k}")
-        totals = {severity: rng.randint(0, top) for severity, top in _SEVERITY_MAXIMA.items()}
-        running = {severity: rng.randint(0, count) for severity, count in totals.items()}
-        return totals, running
+        return self.results.counts(k)
 
     def _result_id(self, k: int) -> str:
         return _sha256(f"{self.spec.seed}:scan:{k}")[:32]
+
+    @cached_property
+    def results(self) -> ResultCatalogue:
+        return ResultCatalogue(self.spec.seed, self.spec.packages_per_scan)
+
+    @cached_property
+    def _scan_of_result(self) -> dict[str, int]:
+        return {self._result_id(k): k for k in range(self.spec.scans)}
+
+    def full_result(self, result_id: str) -> bytes | None:
+        """`GET /secure/vulnerability/v1/results/{resultId}`, encoded; None for an unknown id."""
+        k = self._scan_of_result.get(result_id)
+        if k is None:
+            return None
+        stage = STAGES[k % len(STAGES)]
+        metadata = {"pullString": self._pull_string(k), "imageId": "sha256:" + self._image_hex(k),
+                    "digest": "sha256:" + _sha256(f"{self.spec.seed}:digest:{k}"), "baseOs": "debian 12.8",
+                    "size": 80_000_000 + k, "os": "linux", "architecture": "amd64", "labels": {},
+                    "author": "acme builds", "createdAt": _iso(self._scan_created(k))}
+        policy = None if stage == "registry" else _POLICY_RESULTS[k % 4]
+        return self.results.body(k, stage, metadata, policy)
 
     def runtime_result(self, k: int) -> dict[str, Any]:
         totals, running = self._vuln_counts(k)

@@ -3,7 +3,9 @@
 Connection contract (`sysdig_default`): password = API token; extra `region` or `host` = full base
 URL overriding the region (on-premises installs, the emulator); without either, the region is
 detected by asking every region's host who we are (tokens are region-scoped). Extras
-`account_name`, `image_scan_source`, `max_concurrency` (default 8).
+`account_name`, `image_scan_source`, `max_concurrency` (default 8), and which findings to publish:
+`finding_stages` (default runtime: what is running) and `finding_min_severity` (default low:
+everything but negligible).
 
 Listings are fetched with as few, as large and as concurrent requests as the API allows: the first
 page of an offset listing tells the total, then all remaining pages go out at once (bounded by
@@ -19,10 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
+from sysdig_j1.findings import RESULT_PATH
 from sysdig_j1.hooks.http import DEFAULT_TIMEOUT, ApiError, ApiHook, make_session
+from sysdig_j1.model import DEFAULT_FINDING_MIN_SEVERITY, DEFAULT_FINDING_STAGES, SEVERITIES, VM_STAGES
 from sysdig_j1.regions import SYSDIG_REGIONS, base_url
 
 log = logging.getLogger(__name__)
@@ -140,6 +145,26 @@ class SysdigHook(ApiHook):
         return self.extra.get("image_scan_source") or "vulnerability-management"
 
     @cached_property
+    def finding_stages(self) -> tuple[str, ...]:
+        """Scan stages whose results get findings: a list or comma-separated text; "" for none."""
+        value = self.extra.get("finding_stages", ",".join(DEFAULT_FINDING_STAGES))
+        stages = value if isinstance(value, list) else [part.strip() for part in str(value).split(",")]
+        stages = [stage for stage in stages if stage]
+        unknown = [stage for stage in stages if stage not in VM_STAGES]
+        if unknown:
+            raise ValueError(f"connection {self.conn_id!r}: extra finding_stages names unknown stages {unknown}; "
+                             f"choose from {', '.join(VM_STAGES)}")
+        return tuple(dict.fromkeys(stages))
+
+    @cached_property
+    def finding_min_severity(self) -> str:
+        severity = self.extra.get("finding_min_severity") or DEFAULT_FINDING_MIN_SEVERITY
+        if severity not in SEVERITIES:
+            raise ValueError(f"connection {self.conn_id!r}: extra finding_min_severity is {severity!r}; "
+                             f"choose from {', '.join(SEVERITIES)}")
+        return severity
+
+    @cached_property
     def session(self) -> requests.Session:
         return make_session(
             {"Authorization": f"Bearer {self.secret}", "Accept": "application/json"},
@@ -184,6 +209,14 @@ class SysdigHook(ApiHook):
         if not isinstance(user, dict) or not isinstance(user.get("customer"), dict):
             raise ListingError("GET", "/api/users/me", "the answer has no user object with a customer object")
         return user
+
+    def scan_results(self, results: Iterable[tuple[str, str]]) -> Iterator[tuple[tuple[str, str], Any]]:
+        """((stage, resultId), full result) for each listed result, `max_concurrency` at a time,
+        as they arrive. The full result has no paging: one answer is the whole result."""
+        def fetch(item: tuple[str, str]) -> tuple[tuple[tuple[str, str], Any], list]:
+            return (item, self.get_json(RESULT_PATH.format(quote(item[1], safe="")))), []
+
+        return self.crawl(results, fetch)
 
     def iter_pages(self, listings: Iterable[Listing]) -> Iterator[Page]:
         """Every page of every listing, fetched concurrently and yielded as it arrives. A listing

@@ -1,0 +1,164 @@
+"""Findings: one record per vulnerability of a package in a full scan result, references resolved.
+
+`GET /secure/vulnerability/v1/results/{resultId}` answers with maps keyed by reference ids that
+only mean something inside that answer: packages list their vulnerabilities, vulnerabilities and
+packages list their risk acceptances, packages name their layer, layers their base images. A
+finding record is one (package, vulnerability) pair with everything it references inlined:
+
+    {"findingId", "resultId", "package": {...}, "vulnerability": {...}, "epss": {...},
+     "cisaKev": bool, "riskAccept": {...}, "layer": {..., "baseImages": [pull strings]}}
+
+The objects are Sysdig's own, minus the reference lists; two values are lifted because their
+place in Sysdig's shape cannot be named by a dotted path: `epss` (FIRST.org's score sits under
+`providersMetadata["first.org"]`) and `cisaKev` (whether the vulnerability has a KEV entry; the
+entry itself stays in `vulnerability.cisaKev`). These records then go through the source contract
+like every other page.
+
+A result that does not hold together (a reference to nothing, a vulnerability no package has, a
+map that is not a map) is an error naming the result and the reference: publishing it would
+silently drop findings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+from sysdig_j1.contract import ContractError
+from sysdig_j1.model import SEVERITIES
+
+RESULT_PATH = "/secure/vulnerability/v1/results/{}"
+ACTIVE = "active"  # the status of a risk acceptance in force (the others: expired, ...)
+
+
+class ResultError(ContractError):
+    """A full scan result that is not a consistent whole; the message names the result."""
+
+
+def finding_id(result_id: str, package: dict, vulnerability_name: str) -> str:
+    """Stable and unique: Sysdig's reference ids change between answers, what the finding is does
+    not. Two findings of one result differ in the package (type, name, version, path) or in the
+    vulnerability, and the result id keeps findings of different results apart."""
+    parts = (result_id, package.get("type"), package.get("name"), package.get("version"), package.get("path"),
+             vulnerability_name)
+    return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def _map(body: dict, name: str, fail) -> dict:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(f"its {name!r} is not an object of reference id -> {name[:-1]}")
+    return value
+
+
+def _refs(owner: dict, field: str, where: str, fail) -> list[str]:
+    refs = owner.get(field)
+    if refs is None:
+        return []
+    if not isinstance(refs, list) or not all(isinstance(ref, str) for ref in refs):
+        raise fail(f"{where}: {field!r} is not a list of reference ids")
+    return refs
+
+
+def _resolved(refs: list[str], table: dict, what: str, where: str, fail) -> list[dict]:
+    found = []
+    for ref in refs:
+        item = table.get(ref)
+        if not isinstance(item, dict):
+            raise fail(f"{where} refers to {what} {ref!r}, which the result does not hold")
+        found.append(item)
+    return found
+
+
+def _chosen_acceptance(acceptances: list[dict]) -> dict | None:
+    """The acceptance that decides whether the finding is open: an active one if any (the one
+    expiring last; no expiry is forever), else the latest-expiring other one, for its reason."""
+    if not acceptances:
+        return None
+    def rank(acceptance: dict) -> tuple:
+        expiry = acceptance.get("expirationDate")
+        return acceptance.get("status") == ACTIVE, expiry is None, str(expiry or "")
+
+    return max(acceptances, key=rank)
+
+
+def flatten(body: Any, result_id: str, stage: str, min_severity: str) -> tuple[list[dict], int]:
+    """The finding records of one full result at or above `min_severity`, and how many were below."""
+    def fail(problem: str) -> ResultError:
+        return ResultError(f"GET {RESULT_PATH.format(result_id)}: the scan result is inconsistent: {problem}")
+
+    if not isinstance(body, dict):
+        raise fail(f"the answer is a JSON {type(body).__name__}, not an object")
+    if body.get("stage") not in (None, stage):
+        raise fail(f"it is a {body.get('stage')!r} result, but was listed as {stage!r}")
+    packages, vulnerabilities = _map(body, "packages", fail), _map(body, "vulnerabilities", fail)
+    accepts, layers, bases = (_map(body, name, fail) for name in ("riskAccepts", "layers", "baseImages"))
+    threshold = SEVERITIES[min_severity]
+    records, below, reached = [], 0, set()
+    for package_ref, package in packages.items():
+        where = f"package {package_ref!r}"
+        if not isinstance(package, dict):
+            raise fail(f"{where} is not an object")
+        vulnerability_refs = _refs(package, "vulnerabilitiesRefs", where, fail)
+        if not vulnerability_refs:
+            continue
+        layer = _layer(package, layers, bases, where, fail)
+        package_accepts = _resolved(_refs(package, "riskAcceptRefs", where, fail), accepts, "risk acceptance",
+                                    where, fail)
+        plain_package = {k: v for k, v in package.items()
+                         if k not in ("vulnerabilitiesRefs", "riskAcceptRefs", "layerRef")}
+        for ref, vulnerability in zip(vulnerability_refs, _resolved(vulnerability_refs, vulnerabilities,
+                                                                      "vulnerability", where, fail)):
+            reached.add(ref)
+            own_accepts = _resolved(_refs(vulnerability, "riskAcceptRefs", f"vulnerability {ref!r}", fail),
+                                    accepts, "risk acceptance", f"vulnerability {ref!r}", fail)
+            if SEVERITIES.get(vulnerability.get("severity"), threshold) < threshold:  # unknown: kept, for the contract
+                below += 1
+                continue
+            records.append(_record(result_id, plain_package, vulnerability, layer, package_accepts + own_accepts))
+    orphans = vulnerabilities.keys() - reached
+    if orphans:
+        raise fail(f"{len(orphans)} vulnerabilities belong to no package, e.g. {sorted(orphans)[0]!r}")
+    return records, below
+
+
+def _layer(package: dict, layers: dict, bases: dict, where: str, fail) -> dict | None:
+    ref = package.get("layerRef")
+    if ref is None:
+        return None
+    (layer,) = _resolved([ref], layers, "layer", where, fail)
+    base_refs = _refs(layer, "baseImagesRef", f"layer {ref!r}", fail)
+    pull_strings = [pull for base in _resolved(base_refs, bases, "base image", f"layer {ref!r}", fail)
+                    for pull in (base.get("pullStrings") or [])]
+    return {**{k: v for k, v in layer.items() if k != "baseImagesRef"}, "baseImages": pull_strings}
+
+
+def _record(result_id: str, package: dict, vulnerability: dict, layer: dict | None, acceptances: list[dict]) -> dict:
+    provider_data = vulnerability.get("providersMetadata")
+    first_org = provider_data.get("first.org") if isinstance(provider_data, dict) else None
+    record = {
+        "findingId": finding_id(result_id, package, str(vulnerability.get("name"))),
+        "resultId": result_id,
+        "package": package,
+        "vulnerability": {k: v for k, v in vulnerability.items()
+                          if k not in ("packageRef", "riskAcceptRefs", "providersMetadata")},
+        "cisaKev": bool(vulnerability.get("cisaKev")),
+    }
+    if isinstance(first_org, dict) and first_org.get("epssScore") is not None:
+        record["epss"] = first_org["epssScore"]
+    if layer is not None:
+        record["layer"] = layer
+    accepted = _chosen_acceptance(acceptances)
+    if accepted is not None:
+        record["riskAccept"] = accepted
+    return record
+
+
+def result_ids(scans, stages: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """(stage, resultId) of the extracted image scans of these stages, in listing order."""
+    for stage in stages:
+        rows = scans.loc[scans["_partition"] == stage, "resultId"]
+        yield from ((stage, result_id) for result_id in rows.dropna().tolist())
