@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -46,6 +47,7 @@ class Contract:
     fields: dict[str, str]  # dotted path -> model type
     required: tuple[tuple[str, ...], ...]  # at least one field of each group is present
     keys: tuple[str, ...]  # the fields that identify a record, for error messages
+    raw_data: bool = True  # whether pages keep each record as `_rawData` (see `raw.py`)
 
     @property
     def schema(self) -> pa.Schema:
@@ -62,6 +64,35 @@ class Contract:
         for group in self.required:
             if all(out[name] is None for name in group):
                 raise ContractError(f"required field {' or '.join(map(repr, group))} is missing or null")
+        return out
+
+    def columns(self, records: list[Any], scrub: Callable[[str, list], list]) -> dict[str, list] | None:
+        """The same typed values as `values`, a column at a time (several times faster on large
+        pages), each column first passed through `scrub(field, values)`; None when any record
+        breaks the contract or has a value this path does not decide, so that the caller goes
+        record by record and names the record and the field."""
+        found: dict[str, list] = {}
+
+        def column(name: str) -> list:
+            if name not in found:
+                parent, _, last = name.rpartition(".")
+                above = column(parent) if parent else records
+                found[name] = [d.get(last) if type(d) is dict else None if d is None else _not_plain()
+                               for d in above]
+            return found[name]
+
+        try:
+            out = {name: scrub(name, column(name)) for name in self.fields}
+            for name, type_ in self.fields.items():
+                if not _COLUMN_ACCEPTS[type_](out[name]):
+                    return None
+                if type_ == "timestamp":
+                    out[name] = [None if v is None else epoch_ms(v) for v in out[name]]
+        except (_NotPlain, ValueError, OverflowError):
+            return None
+        for group in self.required:
+            if any(all(v is None for v in values) for values in zip(*(out[name] for name in group))):
+                return None
         return out
 
     def identify(self, record: Any) -> str:
@@ -98,6 +129,26 @@ _ACCEPTS = {
     "boolean": lambda v: isinstance(v, bool),
     "string[]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "timestamp": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
+}
+
+
+class _NotPlain(Exception):
+    """A value the column path leaves to the record-by-record path (which explains it)."""
+
+
+def _not_plain() -> None:
+    raise _NotPlain
+
+
+# `_ACCEPTS` for whole columns. Decoded JSON has exact types, so `type(v) is` suffices; anything
+# else (a subclass, a non-dict record) falls back to the record-by-record path, which decides.
+_COLUMN_ACCEPTS = {
+    "string": lambda c: all(type(v) is str for v in c if v is not None),
+    "integer": lambda c: all(type(v) is int and v in INT64 for v in c if v is not None),
+    "number": lambda c: all((type(v) is int or type(v) is float) and math.isfinite(v) for v in c if v is not None),
+    "boolean": lambda c: all(type(v) is bool for v in c if v is not None),
+    "string[]": lambda c: all(type(v) is list and all(type(x) is str for x in v) for v in c if v is not None),
+    "timestamp": lambda c: all(type(v) is str or type(v) is int or type(v) is float for v in c if v is not None),
 }
 
 
@@ -219,9 +270,11 @@ def contracts() -> dict[str, Contract]:
                 builder.add_key(rel.resource, name, end.key_type, rel.type)
                 builder.require(rel.resource, (name,))
             _add_properties(builder, rel, lambda name, r=rel: (r.resource, name))
+    without_raw_data = {e.resource for e in ENTITIES if not e.raw_data}
     return {
         resource: Contract(resource, fields, _implied_dropped(builder.required.get(resource, [])),
-                           tuple(name for name in fields if (resource, name) in builder.keys))
+                           tuple(name for name in fields if (resource, name) in builder.keys),
+                           raw_data=resource not in without_raw_data)
         for resource, fields in builder.fields.items()
     }
 

@@ -140,23 +140,24 @@ def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) 
     position = {item: n for n, item in enumerate(listed)}
     first = {stage: next(n for n, (s, _) in enumerate(listed) if s == stage) for stage in {s for s, _ in listed}}
     per_stage = {stage: sum(s == stage for s, _ in listed) for stage in first}
-    pending: dict[tuple[str, int], list] = {}  # (stage, page) -> [results still to come, records]
+    # (stage, page) -> the findings of its results that arrived, by listing position; written in
+    # that order once all are in, so a re-run writes the same pages whatever the arrival order
+    pending: dict[tuple[str, int], dict[int, list]] = {}
     counts = {"results": 0, "findings": 0, "below_min_severity": 0}
     logged = time.monotonic()
     for (stage, result_id), body in hook.scan_results(listed):
         records, below = findings.flatten(body, result_id, stage, min_severity)
         number = (position[stage, result_id] - first[stage]) // RESULTS_PER_PAGE
-        page = pending.setdefault((stage, number), [
-            min(RESULTS_PER_PAGE, per_stage[stage] - number * RESULTS_PER_PAGE), []])
-        page[0] -= 1
-        page[1] += records
+        page = pending.setdefault((stage, number), {})
+        page[position[stage, result_id]] = records
         counts["results"] += 1
         counts["findings"] += len(records)
         counts["below_min_severity"] += below
-        if not page[0]:
+        if len(page) == min(RESULTS_PER_PAGE, per_stage[stage] - number * RESULTS_PER_PAGE):
             del pending[stage, number]
-            if page[1]:
-                raw.write_page(storage, f"findings/{stage}", number, page[1], scrubber, findings.RESULT_PATH)
+            records = [record for _, part in sorted(page.items()) for record in part]
+            if records:
+                raw.write_page(storage, f"findings/{stage}", number, records, scrubber, findings.RESULT_PATH)
         if time.monotonic() - logged >= PROGRESS_SECONDS:
             log.info("progress: %s of %s full scan results, %s findings", f"{counts['results']:,}",
                      f"{len(listed):,}", f"{counts['findings']:,}")

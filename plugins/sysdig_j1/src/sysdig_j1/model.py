@@ -104,6 +104,8 @@ class EntityType:
     # Optional second resource merged in by id (left join): (resource, id field, column prefix).
     enrichment: tuple[str, str, str] | None = None
     key_type: str = "string"  # JSON type of the key field(s) in the API: Sysdig ids are integers
+    # Whether entities carry their source record as `_rawData` (and raw pages store it).
+    raw_data: bool = True
 
     @property
     def key_sources(self) -> tuple[str, ...]:
@@ -317,6 +319,9 @@ FINDING = EntityType(
     # Sysdig's reference ids are local to one response, so the key is computed from what the
     # finding is: see `findings.finding_id`.
     key_source="findingId",
+    # A fleet has a million findings and every field of one is a property: its record as _rawData
+    # would double the upload and the extract's work for nothing a query can use.
+    raw_data=False,
     description="One vulnerability of one package in one image scan result, from "
                 "/secure/vulnerability/v1/results/{resultId} (settings decide which stages and severities).",
     properties=(

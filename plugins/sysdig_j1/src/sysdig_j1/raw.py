@@ -38,8 +38,15 @@ def page_schema(contract: Contract) -> pa.Schema:
 
 def encode_page(records: list[Any], contract: Contract, scrubber: Scrubber, where: str) -> bytes:
     """One page as Parquet bytes; ContractError naming `where`, the record and the field if any
-    record breaks the contract. `where` is e.g. 'users: GET /platform/v1/users page 3'."""
-    columns: dict[str, list] = {name: [] for name in contract.fields}
+    record breaks the contract. `where` is e.g. 'users: GET /platform/v1/users page 3'.
+    A resource that keeps no `_rawData` (findings) stores only its contract's fields, so only
+    those are scrubbed and checked, a column at a time; any doubt goes record by record."""
+    if not contract.raw_data:
+        columns = contract.columns(records, scrubber.column)
+        if columns is not None:
+            lines = [None] * len(records)
+            return _parquet(pa.table({**columns, RAW_DATA.name: lines}, schema=page_schema(contract)))
+    columns = {name: [] for name in contract.fields}
     lines = []
     for position, record in enumerate(records):
         clean = None
@@ -56,8 +63,11 @@ def encode_page(records: list[Any], contract: Contract, scrubber: Scrubber, wher
             )) from None
         for name, value in values.items():
             columns[name].append(value)
-        lines.append(line)
-    table = pa.table({**columns, RAW_DATA.name: lines}, schema=page_schema(contract))
+        lines.append(line if contract.raw_data else None)
+    return _parquet(pa.table({**columns, RAW_DATA.name: lines}, schema=page_schema(contract)))
+
+
+def _parquet(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()

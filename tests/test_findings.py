@@ -1,0 +1,155 @@
+"""Vulnerability findings end to end: the DAG against both emulators over loopback HTTP.
+
+Expected numbers come from the emulator's full results, counted from their vulnerability maps
+(`expected_findings`); the pipeline walks the packages instead. Sample findings are checked
+against the emulator's own answer for one scan, with the key rule recomputed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+
+import requests
+from conftest import expected_findings, task_states
+
+from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
+from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
+
+SCOPE = "sysdig-j1:5000001"
+FINDING_TYPES = {"sysdig_finding", "sysdig_image_scan_identified_finding", "sysdig_finding_is_cve"}
+NUMERIC = {"critical": 9, "high": 7, "medium": 4, "low": 1}
+
+
+def day_ms(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def finding_key(result_id: str, package: dict, name: str) -> str:
+    """The documented key rule: SHA-256 of the result, package type/name/version/path and the
+    vulnerability name, NUL-separated; the first 32 hex digits."""
+    parts = [result_id, package["type"], package["name"], package["version"], str(package.get("path")), name]
+    return "sysdig_finding:" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def of_type(objects: list[dict], type_: str) -> list[dict]:
+    return [o for o in objects if o["_type"] == type_]
+
+
+def test_findings_publish_with_exact_counts_resolved_cves_and_a_no_op_rerun(dag, start_sysdig, jupiterone, connect):
+    spec = OrgSpec()
+    sysdig = start_sysdig(spec)
+    connect(sysdig, jupiterone)
+    expected = expected_findings(spec)
+
+    assert set(task_states(dag.test()).values()) == {"success"}
+
+    graph = jupiterone.graph(SCOPE)
+    findings = {f["_key"]: f for f in of_type(graph["entities"], "sysdig_finding")}
+    identified = of_type(graph["relationships"], "sysdig_image_scan_identified_finding")
+    is_cve = of_type(graph["relationships"], "sysdig_finding_is_cve")
+    assert len(findings) == len(identified) == expected["findings"] > 500
+    assert len(is_cve) == expected["cve_relationships"] < expected["findings"]  # GHSA findings have none
+    assert {r["_toEntityKey"] for r in identified} == findings.keys()
+    assert {r["_fromEntityKey"] for r in identified} <= {e["_key"] for e in graph["entities"]}
+
+    # Every CVE resolved once: one target per distinct CVE, created by the mapper, shared by findings.
+    cves = {e["_key"]: e for e in jupiterone.graph(MAPPER_SCOPE)["entities"]}
+    assert len(cves) == expected["cves"] < len(is_cve)
+    assert {r["_toEntityKey"] for r in is_cve} == cves.keys()
+    cve = next(iter(cves.values()))
+    assert re.fullmatch(r"cve-\d{4}-\d{4,}", cve["_key"]) and cve["_class"] == "Vulnerability"
+    assert cve["name"] == cve["displayName"] == cve["_key"].upper()
+    assert cve["webLink"] == f"https://nvd.nist.gov/vuln/detail/{cve['name']}"
+    for rel in is_cve:
+        mapping = rel["_mapping"]
+        assert mapping["sourceEntityKey"] == rel["_fromEntityKey"] in findings
+        assert mapping["targetFilterKeys"] == [["_type", "_key"]] and mapping["targetEntity"]["_type"] == "cve"
+        assert findings[rel["_fromEntityKey"]]["name"].lower() == rel["_toEntityKey"]
+    job = jupiterone.jobs()[-1]
+    assert (job["numMappedRelationshipsCreated"], job["numMappedRelationshipCreateErrors"]) == (len(is_cve), 0)
+
+    # Sample findings, checked against the emulator's own answer for the first runtime scan.
+    org = SysdigOrg(spec)
+    result_id = org.stage_result("runtime", 0)["resultId"]
+    result = json.loads(org.full_result(result_id))
+    checked = set()
+    for ref, vulnerability in result["vulnerabilities"].items():
+        package = result["packages"][vulnerability["packageRef"]]
+        key = finding_key(result_id, package, vulnerability["name"])
+        if vulnerability["severity"] == "negligible":
+            assert key not in findings  # below the default minimum severity
+            continue
+        finding = findings[key]
+        accepts = [result["riskAccepts"][r] for r in vulnerability["riskAcceptRefs"] + package["riskAcceptRefs"]]
+        active = [a for a in accepts if a["status"] == "active"]
+        assert finding["open"] is (not active) and finding["riskAccepted"] is bool(active)
+        if accepts:
+            chosen = (active or accepts)[0]
+            assert finding["riskAcceptReason"] == chosen["reason"]
+            assert finding["riskAcceptExpiresOn"] == day_ms(chosen["expirationDate"])
+        assert finding["fixable"] is bool(vulnerability["fixVersion"])
+        assert finding.get("fixVersion") == vulnerability["fixVersion"]
+        assert finding["severity"] == vulnerability["severity"]
+        assert finding["numericSeverity"] == NUMERIC[vulnerability["severity"]]
+        assert (finding["packageName"], finding["packageVersion"]) == (package["name"], package["version"])
+        assert finding["inUse"] is package["isRunning"] and finding["imageScanId"] == result_id
+        assert finding["displayName"] == f"{vulnerability['name']} in {package['name']} {package['version']}"
+        assert finding["cvssScore"] == vulnerability["cvssScore"]["score"]
+        assert finding["epssScore"] == vulnerability["providersMetadata"]["first.org"]["epssScore"]["score"]
+        assert finding["fromBaseImage"] is bool(result["layers"][package["layerRef"]]["baseImagesRef"])
+        assert finding["cisaKev"] is ("cisaKev" in vulnerability)
+        checked.add(key)
+    assert len(checked) > 10
+    samples = list(findings.values())
+    assert any(not f["open"] for f in samples) and any(f["open"] and "riskAcceptReason" in f for f in samples)
+    assert any(f["fixable"] for f in samples) and any(not f["fixable"] for f in samples)
+
+    # Re-running changes nothing: a no-op DIFF, and no CVE is created twice.
+    assert set(task_states(dag.test()).values()) == {"success"}
+    job = jupiterone.jobs()[-1]
+    assert {k: v for k, v in job.items() if re.match(r"num\w*(Created|Updated|Deleted|Errors?)$", k) and v} == {}
+    assert jupiterone.graph(MAPPER_SCOPE)["entities"] == list(cves.values())
+
+
+def test_stages_and_minimum_severity_are_settings(dag, start_sysdig, jupiterone, connect, capfd, caplog):
+    spec = OrgSpec()
+    connect(start_sysdig(spec), jupiterone, finding_stages="runtime, pipeline", finding_min_severity="high")
+
+    assert set(task_states(dag.test()).values()) == {"success"}
+
+    expected = expected_findings(spec, ("runtime", "pipeline"), ("critical", "high"))
+    summary = jupiterone.summary(SCOPE)
+    assert summary["entities"]["sysdig_finding"] == expected["findings"]
+    assert summary["relationships"]["sysdig_finding_is_cve"] == expected["cve_relationships"]
+    stages = {f["stage"] for f in of_type(jupiterone.graph(SCOPE)["entities"], "sysdig_finding")}
+    assert stages == {"runtime", "pipeline"}
+
+    connect(start_sysdig(spec), jupiterone, finding_min_severity="severe")
+    states = task_states(dag.test())
+    assert states["validate_config"] == "failed"
+    assert "extra finding_min_severity is 'severe'; choose from critical, high, medium, low, negligible" in (
+        capfd.readouterr().out + caplog.text)
+
+
+def test_a_failed_findings_extract_keeps_the_findings_and_publishes_the_rest(dag, start_sysdig, jupiterone, connect):
+    sysdig = start_sysdig(OrgSpec())
+    connect(sysdig, jupiterone)
+    assert set(task_states(dag.test()).values()) == {"success"}
+    before = jupiterone.graph(SCOPE)
+
+    requests.post(f"{sysdig.url}/_emulator/users/10005/remove", timeout=5).raise_for_status()
+    requests.post(f"{sysdig.url}/_emulator/faults", json={"fail_path": "/secure/vulnerability/v1/results"},
+                  timeout=5).raise_for_status()
+    run = dag.test()
+
+    states = task_states(run)
+    assert (states["extract_findings"], states["load"], run.state) == ("failed", "success", "failed")
+    after = jupiterone.graph(SCOPE)
+    for kind in ("entities", "relationships"):
+        kept = [o for o in before[kind] if o["_type"] in FINDING_TYPES]
+        assert [o for o in after[kind] if o["_type"] in FINDING_TYPES] == kept != []
+    assert "sysdig_user:10005" not in {e["_key"] for e in after["entities"]}  # the rest updated
+    assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": sorted(FINDING_TYPES)}
