@@ -67,14 +67,22 @@ def test_types_kept_as_partial_datasets_are_neither_compared_nor_forgotten():
     assert "_rawData" not in snapshot
 
 
+def finding(name: str, severity: str, open_: bool) -> dict:
+    return {"_key": f"sysdig_finding:{name}", "_type": "sysdig_finding", "severity": severity, "open": open_}
+
+
 def test_security_call_outs():
     before_users = frame(user(1), user(2, admin=True), user(3), user(4))
     after_users = frame(user(1, admin=True), user(2), user(3, enabled=False), user(5))
     teams_before = frame({"_key": "sysdig_team:7", "_type": "sysdig_team", "name": "a"})
     scans_after = frame({"_key": "sysdig_image_scan:x", "_type": "sysdig_image_scan", "policyStatus": "failed"},
                         {"_key": "sysdig_image_scan:y", "_type": "sysdig_image_scan", "policyStatus": "passed"})
-    before = pd.concat([before_users, teams_before], ignore_index=True)
-    after = pd.concat([after_users, scans_after], ignore_index=True)
+    # a: its risk acceptance ended; b: new; c: accepted now; d: new but accepted; e: new, not critical
+    findings_before = frame(finding("a", "critical", False), finding("c", "high", True))
+    findings_after = frame(finding("a", "critical", True), finding("b", "critical", True), finding("c", "high", False),
+                           finding("d", "critical", False), finding("e", "high", True))
+    before = pd.concat([before_users, teams_before, findings_before], ignore_index=True)
+    after = pd.concat([after_users, scans_after, findings_after], ignore_index=True)
     entities = compare(before, after)
     relationships = compare(frame(member(7, 1), member(7, 2, "ROLE_TEAM_EDIT")),
                                     frame(member(7, 2, "ROLE_TEAM_MANAGER"), member(8, 5)))
@@ -91,8 +99,10 @@ def test_security_call_outs():
                                       "role": ["ROLE_TEAM_EDIT", "ROLE_TEAM_MANAGER"]}],
         "teams_added": [], "teams_removed": ["sysdig_team:7"],
         "image_scans_failing_policy": ["sysdig_image_scan:x"],
+        "critical_findings_opened": ["sysdig_finding:a", "sysdig_finding:b"],
+        "findings_risk_accepted": ["sysdig_finding:c"],
     }
-    assert document["totals"] == {"entities": {"added": 3, "removed": 2, "changed": 3},
+    assert document["totals"] == {"entities": {"added": 6, "removed": 2, "changed": 5},
                                   "relationships": {"added": 1, "removed": 1, "changed": 1}}
 
 

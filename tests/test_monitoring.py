@@ -32,7 +32,7 @@ def test_every_question_and_rule_is_sound_against_the_data_model():
     assert ORIGINAL_FIVE <= {q.query for q in questions} and len(questions) >= 9
     assert {r.name for r in rules} == {
         "sysdig-new-admin", "sysdig-user-disabled", "sysdig-user-removed", "sysdig-user-added-to-rapid-response-team",
-        "sysdig-team-removed", "sysdig-image-scan-failing-policy"}
+        "sysdig-team-removed", "sysdig-image-scan-failing-policy", "sysdig-kev-cve-running"}
     assert all(r.alertLevel and r.pollingInterval for r in rules)
 
 
@@ -66,6 +66,10 @@ def test_the_j1ql_subset():
     assert query.returns == (("u", "email"), ("u", None)) and j1ql.check(query) == []
     with pytest.raises(j1ql.J1qlError, match="expected FIND"):
         j1ql.parse("SELECT users")
+    ahead = j1ql.parse("FIND sysdig_finding WITH riskAcceptExpiresOn < date.now + 3 days THAT IS cve")
+    assert ahead.steps[0].conditions.any_of[0][0].value == j1ql.Relative(-3 * 86_400_000)  # in the future
+    assert j1ql.check(ahead) == []  # the mapped relationship's target is a type queries may name
+    assert j1ql.check(j1ql.parse("FIND cve WITH severity = 'high'")) == ["'cve' has no property 'severity'"]
 
 
 def test_the_evaluator_follows_relationships_both_ways_and_compares_like_jupiterone():
@@ -144,4 +148,5 @@ def test_the_rules_dag_deploys_and_a_dry_run_sends_nothing(airflow_db, jupiteron
     assert set(task_states(rules_dag.test(run_conf={"dry_run": True})).values()) == {"success"}
     assert jupiterone.rules() == []
     assert set(task_states(rules_dag.test(run_conf={"dry_run": False})).values()) == {"success"}
-    assert len(jupiterone.rules()) == 6 and len(jupiterone.questions()) == 10
+    questions, rules = monitoring.load(CONTENT)
+    assert (len(jupiterone.rules()), len(jupiterone.questions())) == (len(rules), len(questions)) == (7, 13)

@@ -12,7 +12,8 @@ rows carry over into the new snapshot.
 The report (`report/changes.json` in the run's folder) lists, per kind and `_type`, the `_key`s
 added and removed, and each changed object's changed properties; on top, the changes security
 teams watch: users added, removed, disabled, made or unmade admin; team membership and team-role
-changes; teams added or removed; image scans failing policy.
+changes; teams added or removed; image scans failing policy; open critical findings, new or open
+again; findings whose risk was accepted.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sysdig_j1.model import IMAGE_SCAN, RELATIONSHIPS, TEAM, USER
+from sysdig_j1.model import FINDING, IMAGE_SCAN, RELATIONSHIPS, TEAM, USER
 
 KINDS = ("entities", "relationships")
 MEMBERSHIP = next(r.type for r in RELATIONSHIPS if r.source is TEAM and r.target is USER)
@@ -144,6 +145,10 @@ def security_changes(entities: dict, relationships: dict, published: pd.DataFram
     failing: set[str] = set()
     if "policyStatus" in published:
         failing = set(published.loc[(published["policyStatus"] == FAILING_POLICY).fillna(False).astype(bool), "_key"])
+    findings, critical_open = entities.get(FINDING.type, {}), set()
+    if {"severity", "open"} <= set(published.columns):
+        rows = (published["severity"] == "critical").fillna(False) & published["open"].fillna(False)
+        critical_open = set(published.loc[rows.astype(bool), "_key"])
 
     def changed(type_changes: dict, name: str, before: object, after: object) -> list[str]:
         return [c["_key"] for c in type_changes.get("changed", [])
@@ -170,6 +175,12 @@ def security_changes(entities: dict, relationships: dict, published: pd.DataFram
             + [c["_key"] for c in scans.get("changed", [])
                if c["properties"].get("policyStatus", [None, None])[1] == FAILING_POLICY]
         ),
+        # new open critical findings, and critical ones open again (their risk acceptance ended)
+        "critical_findings_opened": sorted(
+            [key for key in findings.get("added", []) if key in critical_open]
+            + [key for key in changed(findings, "open", False, True) if key in critical_open]
+        ),
+        "findings_risk_accepted": changed(findings, "open", True, False),
     }
 
 

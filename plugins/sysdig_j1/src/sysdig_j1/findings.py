@@ -8,7 +8,8 @@ finding record is one (package, vulnerability) pair with everything it reference
     {"findingId", "resultId", "package": {...}, "vulnerability": {...}, "epss": {...},
      "cisaKev": bool, "riskAccept": {...}, "layer": {..., "baseImages": [pull strings]}}
 
-The objects are Sysdig's own, minus the reference lists; two values are lifted because their
+The objects are Sysdig's own, referenced as they are (findings keep no `_rawData`, so nothing
+reads the reference lists they still hold); two values are lifted because their
 place in Sysdig's shape cannot be named by a dotted path: `epss` (FIRST.org's score sits under
 `providersMetadata["first.org"]`) and `cisaKev` (whether the vulnerability has a KEV entry; the
 entry itself stays in `vulnerability.cisaKev`). These records then go through the source contract
@@ -108,8 +109,6 @@ def flatten(body: Any, result_id: str, stage: str, min_severity: str) -> tuple[l
         layer = _layer(package, layers, bases, where, fail)
         package_accepts = _resolved(_refs(package, "riskAcceptRefs", where, fail), accepts, "risk acceptance",
                                     where, fail)
-        plain_package = {k: v for k, v in package.items()
-                         if k not in ("vulnerabilitiesRefs", "riskAcceptRefs", "layerRef")}
         for ref, vulnerability in zip(vulnerability_refs, _resolved(vulnerability_refs, vulnerabilities,
                                                                       "vulnerability", where, fail)):
             reached.add(ref)
@@ -118,7 +117,7 @@ def flatten(body: Any, result_id: str, stage: str, min_severity: str) -> tuple[l
             if SEVERITIES.get(vulnerability.get("severity"), threshold) < threshold:  # unknown: kept, for the contract
                 below += 1
                 continue
-            records.append(_record(result_id, plain_package, vulnerability, layer, package_accepts + own_accepts))
+            records.append(_record(result_id, package, vulnerability, layer, package_accepts + own_accepts))
     orphans = vulnerabilities.keys() - reached
     if orphans:
         raise fail(f"{len(orphans)} vulnerabilities belong to no package, e.g. {sorted(orphans)[0]!r}")
@@ -133,7 +132,7 @@ def _layer(package: dict, layers: dict, bases: dict, where: str, fail) -> dict |
     base_refs = _refs(layer, "baseImagesRef", f"layer {ref!r}", fail)
     pull_strings = [pull for base in _resolved(base_refs, bases, "base image", f"layer {ref!r}", fail)
                     for pull in (base.get("pullStrings") or [])]
-    return {**{k: v for k, v in layer.items() if k != "baseImagesRef"}, "baseImages": pull_strings}
+    return {**layer, "baseImages": pull_strings}
 
 
 def _record(result_id: str, package: dict, vulnerability: dict, layer: dict | None, acceptances: list[dict]) -> dict:
@@ -143,8 +142,7 @@ def _record(result_id: str, package: dict, vulnerability: dict, layer: dict | No
         "findingId": finding_id(result_id, package, str(vulnerability.get("name"))),
         "resultId": result_id,
         "package": package,
-        "vulnerability": {k: v for k, v in vulnerability.items()
-                          if k not in ("packageRef", "riskAcceptRefs", "providersMetadata")},
+        "vulnerability": vulnerability,
         "cisaKev": bool(vulnerability.get("cisaKev")),
     }
     if isinstance(first_org, dict) and first_org.get("epssScore") is not None:

@@ -7,7 +7,7 @@ against the data model, so that a renamed property breaks a test instead of a cu
 
 Conditions are comparisons joined by AND / OR (AND binds tighter): `<property> <op> <value>`
 with op one of = != > >= < <= ~= (contains), and values that are 'text' or "text", numbers,
-true, false, null (undefined is read as null), or `date.now [- N <unit>]` (unit: minutes, hours,
+true, false, null (undefined is read as null), or `date.now [± N <unit>]` (unit: minutes, hours,
 days, weeks, months, years; singular too). Keywords are case-insensitive; entity types are
 snake_case, classes CamelCase. `THAT` matches relationships in either direction, as in JupiterOne.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS
+from sysdig_j1.model import ENTITIES, MAPPED_TARGETS, RELATIONSHIPS
 
 OPERATORS = ("!=", ">=", "<=", "~=", "=", ">", "<")
 UNITS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 7 * 86_400_000,
@@ -25,7 +25,7 @@ UNITS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000, "week": 7 * 86_
 # Properties JupiterOne keeps on every graph object, besides those the data model declares.
 METADATA = ("_key", "_type", "_class", "_id", "_createdOn", "_beginOn", "_endOn", "_deleted", "_source",
             "_scope", "_accountId", "_version", "displayName")
-TOKEN = re.compile(r"""\s*(?:(?P<string>'[^']*'|"[^"]*")|(?P<op>!=|>=|<=|~=|=|>|<)|(?P<punct>[(),.|!-])"""
+TOKEN = re.compile(r"""\s*(?:(?P<string>'[^']*'|"[^"]*")|(?P<op>!=|>=|<=|~=|=|>|<)|(?P<punct>[(),.|!+-])"""
                    r"""|(?P<number>\d+(?:\.\d+)?)|(?P<word>[A-Za-z_][A-Za-z0-9_]*))""")
 
 
@@ -35,9 +35,9 @@ class J1qlError(ValueError):
 
 @dataclass(frozen=True)
 class Relative:
-    """`date.now - N unit`: epoch milliseconds when evaluated."""
+    """`date.now - N unit` (or `+`): epoch milliseconds when evaluated."""
 
-    offset_ms: int  # subtracted from now
+    offset_ms: int  # subtracted from now (negative: in the future)
 
 
 @dataclass(frozen=True)
@@ -176,14 +176,14 @@ class _Parser:
         if kind == "word" and token.lower() == "date" and self.peek() == ("punct", ".") and self.take():
             if self.identifier().lower() != "now":
                 raise J1qlError(f"only date.now is supported, in {self.text!r}")
-            if self.peek() != ("punct", "-"):
+            if self.peek() not in (("punct", "-"), ("punct", "+")):
                 return Relative(0)
-            self.take()
+            sign = -1 if self.take()[1] == "+" else 1
             kind, amount = self.take()
             unit = self.identifier().lower().removesuffix("s")
             if kind != "number" or unit not in UNITS:
-                raise J1qlError(f"expected date.now - <number> <unit> in {self.text!r}")
-            return Relative(int(float(amount) * UNITS[unit]))
+                raise J1qlError(f"expected date.now ± <number> <unit> in {self.text!r}")
+            return Relative(sign * int(float(amount) * UNITS[unit]))
         raise J1qlError(f"expected a value, got {token!r} in {self.text!r}")
 
     def _here(self) -> str:
@@ -194,19 +194,17 @@ class _Parser:
 # -- against the data model ---------------------------------------------------------------------
 def check(query: Query) -> list[str]:
     """Everything the query names that the data model does not have (empty: the query is sound)."""
-    entity_types = {e.type: e for e in ENTITIES}
-    classes = {e.cls for e in ENTITIES}
+    properties = _properties()
+    classes = {e.cls for e in (*ENTITIES, *MAPPED_TARGETS)}
     problems: list[str] = []
     aliases: dict[str, set[str]] = {}
     for number, step in enumerate(query.steps):
-        if step.target in entity_types:
-            candidates = {step.target}
-        elif step.target in classes:
-            candidates = {e.type for e in ENTITIES if e.cls == step.target}
+        if step.target in properties or step.target in classes:
+            candidates = _types_of(step.target)
         else:
             problems.append(f"no entity type or class {step.target!r}")
             continue
-        known = set(METADATA) | {p.name for t in candidates for p in entity_types[t].properties}
+        known = set(METADATA).union(*(properties[t] for t in candidates))
         if step.verb is not None:
             previous = query.steps[number - 1]
             if not _related(previous.target, step.target, step.verb):
@@ -225,8 +223,14 @@ def check(query: Query) -> list[str]:
     return problems
 
 
+def _properties() -> dict[str, set[str]]:
+    """Property names per entity type: ours, and the targets our mapped relationships reach."""
+    return {**{e.type: {p.name for p in e.properties} for e in ENTITIES},
+            **{t.type: {name for name, _ in t.properties} for t in MAPPED_TARGETS}}
+
+
 def _types_of(target: str) -> set[str]:
-    return {e.type for e in ENTITIES if target in (e.type, e.cls)}
+    return {e.type for e in (*ENTITIES, *MAPPED_TARGETS) if target in (e.type, e.cls)}
 
 
 def _related(a: str, b: str, verb: str) -> bool:

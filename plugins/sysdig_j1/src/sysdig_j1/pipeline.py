@@ -94,7 +94,7 @@ def transform(storage: RunStorage, config: dict) -> dict:
 
 
 def check_quality(storage: RunStorage, graph: dict) -> dict:
-    entities, relationships = _read_graph(storage)
+    entities, relationships = _read_graph(storage, quality.COLUMNS)
     report = quality.validate(entities, relationships)
     storage.write_json(storage.path("graph", "quality.json"), report)
     if not report["success"]:
@@ -244,8 +244,12 @@ def _snapshot_reader(storage: RunStorage, path) -> changes.Reader | None:
     return read
 
 
-def _read_graph(storage: RunStorage):
-    return (
-        storage.read_parquet(storage.path("graph", "entities.parquet")),
-        storage.read_parquet(storage.path("graph", "relationships.parquet")),
-    )
+def _read_graph(storage: RunStorage, columns: frozenset[str] | None = None):
+    """Both frames, or only those of `columns` each file has (a missing one stays missing)."""
+    def read(name: str):
+        path = storage.path("graph", name)
+        names = None if columns is None else [c for c in pq.read_schema(io.BytesIO(path.read_bytes())).names
+                                              if c in columns]
+        return storage.read_parquet(path, columns=names)
+
+    return read("entities.parquet"), read("relationships.parquet")

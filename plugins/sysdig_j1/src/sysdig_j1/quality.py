@@ -99,6 +99,10 @@ def build_checks() -> list[Check]:
     return checks
 
 
+# Every column a check reads: the quality gate loads no other (the graph has ~50 more, _rawData among them).
+COLUMNS = frozenset({"_type", *ENDS} | {check.column for check in build_checks()} - {found(end) for end in ENDS})
+
+
 def with_endpoint_entities(relationships: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
     """The relationships plus, per endpoint, the `_key` of the entity it names, looked up by key:
     data for GX to judge, null where no entity has that key (or the endpoint is null)."""

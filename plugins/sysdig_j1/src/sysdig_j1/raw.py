@@ -44,7 +44,7 @@ def encode_page(records: list[Any], contract: Contract, scrubber: Scrubber, wher
     if not contract.raw_data:
         columns = contract.columns(records, scrubber.column)
         if columns is not None:
-            lines = [None] * len(records)
+            lines = pa.nulls(len(records), pa.string())
             return _parquet(pa.table({**columns, RAW_DATA.name: lines}, schema=page_schema(contract)))
     columns = {name: [] for name in contract.fields}
     lines = []

@@ -21,6 +21,8 @@ CALL_OUTS = {
     "memberships_removed": "Team memberships removed", "membership_roles_changed": "Team roles changed",
     "teams_added": "Teams added", "teams_removed": "Teams removed",
     "image_scans_failing_policy": "Image scans failing policy",
+    "critical_findings_opened": "Open critical vulnerability findings, new or open again",
+    "findings_risk_accepted": "Findings whose risk was accepted",
 }
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #1d2433; max-width: 1100px; }

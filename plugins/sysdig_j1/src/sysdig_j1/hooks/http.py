@@ -223,7 +223,10 @@ class ApiHook(BaseHook):
         return response
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
+        return self.decode(path, self.request(method, path, **kwargs), method)
+
+    def decode(self, path: str, response: requests.Response, method: str = "GET") -> Any:
+        """The answer's JSON, or an ApiError naming the endpoint."""
         try:
             return response.json()
         except ValueError as exc:  # e.g. a body cut off mid-way
@@ -241,10 +244,12 @@ class ApiHook(BaseHook):
         """Run `fetch` on up to `max_concurrency` work items at once; each call returns a result
         and follow-up items (the next cursor, the rest of an offset listing, the halves of a batch).
         `start` is read only as slots free up and results are yielded as they complete, so memory
-        holds about `max_concurrency` items whatever the size."""
+        holds about `max_concurrency` items whatever the size. Freed slots are refilled before the
+        caller gets the finished results, so requests keep flowing while it works on them."""
         source, follow_ups = iter(start), deque()
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix=f"{self.service}-crawl") as pool:
             running: set[Future] = set()
+            finished: list[R] = []
             try:
                 while True:
                     while len(running) < self.max_concurrency:
@@ -252,13 +257,15 @@ class ApiHook(BaseHook):
                         if work is _DONE:
                             break
                         running.add(pool.submit(fetch, work))
+                    yield from finished
                     if not running:
                         return
                     done, running = wait(running, return_when=FIRST_COMPLETED)
+                    finished = []
                     for future in done:
                         result, more = future.result()
                         follow_ups.extend(more)
-                        yield result
+                        finished.append(result)
             finally:  # on error or an abandoned generator: drop queued work, let running calls end
                 follow_ups.clear()
                 for future in running:

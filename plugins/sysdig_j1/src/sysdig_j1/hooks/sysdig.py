@@ -214,9 +214,11 @@ class SysdigHook(ApiHook):
         """((stage, resultId), full result) for each listed result, `max_concurrency` at a time,
         as they arrive. The full result has no paging: one answer is the whole result."""
         def fetch(item: tuple[str, str]) -> tuple[tuple[tuple[str, str], Any], list]:
-            return (item, self.get_json(RESULT_PATH.format(quote(item[1], safe="")))), []
+            path = RESULT_PATH.format(quote(item[1], safe=""))
+            return (item, path, self.request("GET", path)), []
 
-        return self.crawl(results, fetch)
+        for item, path, response in self.crawl(results, fetch):
+            yield item, self.decode(path, response)
 
     def iter_pages(self, listings: Iterable[Listing]) -> Iterator[Page]:
         """Every page of every listing, fetched concurrently and yielded as it arrives. A listing
