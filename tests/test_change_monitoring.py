@@ -32,6 +32,9 @@ def test_a_publish_reports_and_alerts_on_exactly_what_changed(dag, start_sysdig,
     assert not any(again[kind][action] for kind in ("questions", "rules") for action in ("create", "update"))
     baseline = {e["name"]: e for e in jupiterone.evaluate_rules()}
     assert baseline["sysdig-new-admin"]["new"] == ["sysdig_user:10000", "sysdig_user:10001"]  # the first look
+    kev_running = {e["_key"] for e in jupiterone.graph()["entities"]
+                   if e.get("cisaKev") is True and e.get("open") is True and e.get("inUse") is True}
+    assert set(baseline["sysdig-kev-cve-running"]["new"]) == kev_running != set()
 
     def change(path: str, body: dict | None = None) -> None:
         requests.post(f"{sysdig.url}/_emulator{path}", json=body, timeout=5).raise_for_status()
@@ -82,5 +85,6 @@ def test_a_publish_reports_and_alerts_on_exactly_what_changed(dag, start_sysdig,
         "sysdig-user-added-to-rapid-response-team": [f"sysdig_user:{ADMIN}"],  # team 20000 has Rapid Response
         "sysdig-team-removed": [f"sysdig_team:{REMOVED_TEAM}"],
         "sysdig-image-scan-failing-policy": [],
+        "sysdig-kev-cve-running": [],  # its findings were there at the baseline evaluation, and are unchanged
     }
     assert {e["name"]: e["alertLevel"] for e in jupiterone.evaluate_rules()} == dict.fromkeys(fired)  # nothing new
