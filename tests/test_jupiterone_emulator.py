@@ -597,3 +597,53 @@ def test_constructor_takes_fault_settings() -> None:
     assert (emulator.faults.bad_data, emulator.faults.fail_uploads_after) == (True, 3)
     with pytest.raises(TypeError):
         JupiterOneEmulator(no_such_fault=1)
+
+
+# -- mapped relationships ----------------------------------------------------------------------------
+def is_cve(n: int, cve: str, direction: str = "FORWARD", **mapping: Any) -> dict[str, Any]:
+    target = {"_type": "cve", "_key": cve.lower(), "_class": "Vulnerability", "name": cve, "displayName": cve}
+    return {"_key": f"sysdig_user:{n}|is|{cve.lower()}", "_type": "sysdig_user_is_cve", "_class": "IS",
+            "displayName": "IS", "_mapping": {"relationshipDirection": direction, "sourceEntityKey": f"sysdig_user:{n}",
+                                              "targetFilterKeys": [["_type", "_key"]], "targetEntity": target,
+                                              **mapping}}
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"relationshipDirection": "SIDEWAYS"}, "relationshipDirection' must be one of FORWARD, REVERSE"),
+    ({"sourceEntityKey": ""}, "sourceEntityKey' must be a non-empty string"),
+    ({"targetFilterKeys": [["_type", "cveId"]]}, "lacks the filter key(s) ['cveId']"),
+    ({"targetFilterKeys": []}, "targetFilterKeys' must be a non-empty array"),
+    ({"targetEntity": {"_type": "cve", "_key": "cve-1", "nested": {"a": 1}}}, "an object of primitive properties"),
+    ({"skipTargetCreation": "no"}, "skipTargetCreation' must be a boolean"),
+])
+def test_a_malformed_mapped_relationship_is_refused(j1: J1, change: dict, problem: str) -> None:
+    relationship = is_cve(1, "CVE-2024-0001")
+    relationship["_mapping"].update(change)
+    job_id = j1.create()["id"]
+    status, answer = j1.upload(job_id, relationships=[relationship])
+    assert status == 400 and problem in answer["error"]["message"], answer
+
+
+def test_mapped_targets_are_found_created_once_or_skipped_and_diffed_like_relationships(
+        j1: J1, emu: JupiterOneEmulator) -> None:
+    theirs = {"_key": "cve-2024-0002", "_type": "cve", "_class": "Vulnerability", "name": "CVE-2024-0002",
+              "displayName": "CVE-2024-0002", "owner": "another integration"}
+    j1.sync([theirs], [], scope="other-scanner")
+    mapped = [is_cve(1, "CVE-2024-0001"), is_cve(2, "CVE-2024-0001", "REVERSE"), is_cve(1, "CVE-2024-0002"),
+              is_cve(2, "CVE-2024-0003", skipTargetCreation=True)]
+
+    job = j1.sync([user(1), user(2)], mapped)
+
+    assert (job["numMappedRelationshipsCreated"], job["numMappedRelationshipCreateErrors"]) == (3, 1)
+    created = emu.graph("system-mapper")["entities"]
+    assert [c["_key"] for c in created] == ["cve-2024-0001"]  # once, for two relationships
+    assert emu.graph("other-scanner")["entities"] == [theirs]  # found, not copied or changed
+    ends = {r["_key"]: (r["_fromEntityKey"], r["_toEntityKey"]) for r in emu.graph("sysdig")["relationships"]}
+    assert ends == {"sysdig_user:1|is|cve-2024-0001": ("sysdig_user:1", "cve-2024-0001"),
+                    "sysdig_user:2|is|cve-2024-0001": ("cve-2024-0001", "sysdig_user:2"),
+                    "sysdig_user:1|is|cve-2024-0002": ("sysdig_user:1", "cve-2024-0002")}
+
+    again = j1.sync([user(1), user(2)], mapped[:1])
+    assert (again["numMappedRelationshipsCreated"], again["numMappedRelationshipsDeleted"]) == (0, 2)
+    assert again["numRelationshipsDeleted"] == 0  # mapped ones are counted apart
+    assert [c["_key"] for c in emu.graph("system-mapper")["entities"]] == ["cve-2024-0001"]

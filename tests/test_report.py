@@ -116,3 +116,24 @@ def test_the_page_loads_nothing_from_the_network(report_page):
     fetched = [(tag, a) for tag, a in page.tags
                if tag in ("script", "link", "img", "iframe", "object", "embed") or "src" in a or "href" in a]
     assert fetched == []
+
+
+def test_a_small_graph_is_drawn_entity_by_entity_and_a_large_one_is_not():
+    from sysdig_j1 import report
+
+    entities = [{"_key": "sysdig_account:1", "_type": "sysdig_account"},
+                *({"_key": f"sysdig_user:{n}", "_type": "sysdig_user"} for n in range(3))]
+    relationships = [{"_fromEntityKey": "sysdig_account:1", "_toEntityKey": f"sysdig_user:{n}"} for n in range(3)]
+    run = {"scope": "sysdig-j1:1"}
+    document = {"security": {}, "entities": {}, "relationships": {}}
+
+    page = Elements()
+    page.feed(report.render(run, None, {"sysdig_user": 3}, document, None, entities, relationships))
+    drawn = page.text_by_id["entity-graph"]
+    assert all(f"{n}" in drawn for n in range(3)) and "sysdig_user" in drawn
+    assert sum(tag == "line" for tag, _ in page.tags) >= 3 + len(relationships)  # type graph + one line each
+
+    many = [{"_key": f"sysdig_user:{n}", "_type": "sysdig_user"} for n in range(report.SMALL_GRAPH + 1)]
+    large = Elements()
+    large.feed(report.render(run, None, {}, document, None, many, []))
+    assert "entity-graph" not in large.text_by_id
