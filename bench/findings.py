@@ -27,7 +27,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from pathlib import Path
 
 import requests
 from harness import emulator_process
@@ -52,6 +54,7 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
         {"conn_type": "jupiterone", "host": jupiterone_url or "http://127.0.0.1:9", "login": ACCOUNT,
          "password": API_KEY})
     logging.basicConfig(level=logging.WARNING)
+    sampler = TreeMemory()
     from sysdig_j1 import extract, pipeline
     from sysdig_j1.hooks.jupiterone import JupiterOneHook
     from sysdig_j1.hooks.storage import RunStorage
@@ -93,7 +96,34 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
                 result["sent"] = loaded["sent"]
         result["wall"] = time.perf_counter() - started
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["tree_peak_mb"] = sampler.peak_mb
     print(json.dumps(result))
+
+
+class TreeMemory(threading.Thread):
+    """The largest resident memory of this process and its descendants together (the extract's
+    worker processes are the forkserver's children, which getrusage does not see), sampled."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak_mb = 0.0
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            parents, rss = {}, {}
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+                    parents[int(status.parent.name)] = int(fields["PPid"])
+                    rss[int(status.parent.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+                except (OSError, ValueError, KeyError):
+                    continue
+            tree = {os.getpid()}
+            for _ in range(4):  # children, grandchildren, ...
+                tree |= {pid for pid, parent in parents.items() if parent in tree}
+            self.peak_mb = max(self.peak_mb, sum(rss.get(pid, 0) for pid in tree) / 1024)
+            time.sleep(0.25)
 
 
 def measure(results: int, packages: int, latency: float) -> dict:
@@ -137,7 +167,8 @@ def main() -> None:
 
     rows = [measure(int(n), args.packages_per_scan, args.latency) for n in args.results.split(",")]
     print(f"\nFindings at {args.latency * 1000:.0f} ms per request, concurrency {CONCURRENCY} "
-          "(each step a process of its own; s = wall seconds, MB = peak RSS):\n")
+          "(each step a process of its own; s = wall seconds, MB = peak resident memory of the step's "
+          "process and its worker processes together, sampled every 0.25 s):\n")
     print("| runtime results | findings | IS cve (CVEs) | full-result requests | extract | physical limit | "
           "extract / limit | transform | check_quality | publish (incl. change report) | total after extract |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -147,8 +178,8 @@ def main() -> None:
         after = sum(row[name]["wall"] for name in STEPS[1:])
         print(f"| {row['results']:,} | {row['extract']['findings']['findings']:,} | "
               f"{counts.get('sysdig_finding_is_cve', 0):,} ({row['cves']:,}) | {row['full_results_requests']:,} | "
-              + " | ".join(f"{steps[name]['wall']:.1f} s, {steps[name]['peak_mb']:,.0f} MB" if name != "extract"
-                           else f"{steps[name]['wall']:.1f} s, {steps[name]['peak_mb']:,.0f} MB | {row['limit']:.1f} s | "
+              + " | ".join(f"{steps[name]['wall']:.1f} s, {steps[name]['tree_peak_mb']:,.0f} MB" if name != "extract"
+                           else f"{steps[name]['wall']:.1f} s, {steps[name]['tree_peak_mb']:,.0f} MB | {row['limit']:.1f} s | "
                                 f"{steps[name]['wall'] / max(row['limit'], 1e-9):.2f}" for name in STEPS)
               + f" | {after:.0f} s |")
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
+import pytest
 import requests
-from conftest import expected_findings, task_states
+from conftest import SYSDIG_TOKEN, expected_findings, task_states
 
+from sysdig_j1 import extract
+from sysdig_j1.contract import ContractError
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
+from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.hooks.sysdig import SysdigHook
+from sysdig_j1.scrub import Scrubber
 
 SCOPE = "sysdig-j1:5000001"
 FINDING_TYPES = {"sysdig_finding", "sysdig_image_scan_identified_finding", "sysdig_finding_is_cve"}
@@ -153,3 +161,31 @@ def test_a_failed_findings_extract_keeps_the_findings_and_publishes_the_rest(dag
         assert [o for o in after[kind] if o["_type"] in FINDING_TYPES] == kept != []
     assert "sysdig_user:10005" not in {e["_key"] for e in after["entities"]}  # the rest updated
     assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": sorted(FINDING_TYPES)}
+
+
+def test_a_large_fleet_is_stored_by_worker_processes_exactly_as_in_process(start_sysdig, tmp_path, monkeypatch):
+    spec = OrgSpec(scans=330)  # 110 runtime results: 3 pages, more than are stored in-process
+    assert math.ceil(110 / extract.RESULTS_PER_PAGE) > extract.INLINE_PAGES
+    sysdig = start_sysdig(spec)
+    monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(
+        {"conn_type": "sysdig", "host": sysdig.url, "password": SYSDIG_TOKEN}))
+    hook, scrubber = SysdigHook(), Scrubber([SYSDIG_TOKEN])
+
+    def run(folder: str) -> tuple[dict, dict]:
+        storage = RunStorage(f"file://{tmp_path / folder}", "d", "r")
+        extract.extract_image_scans(hook, storage, scrubber)
+        manifest = extract.extract_findings(hook, storage, scrubber)
+        pages = Path(str(storage.raw("findings")).removeprefix("file://")).rglob("*.parquet")
+        return manifest["records"], {page.name: page.read_bytes() for page in pages}
+
+    by_workers = run("workers")
+    monkeypatch.setattr(extract, "INLINE_PAGES", 100)
+    in_process = run("in-process")
+
+    assert by_workers == in_process
+    assert len(by_workers[1]) == 3 and by_workers[0]["findings"] == expected_findings(spec)["findings"]
+
+    monkeypatch.setattr(extract, "INLINE_PAGES", 2)
+    requests.post(f"{sysdig.url}/_emulator/faults", json={"scenario": "dangling_reference"}, timeout=5)
+    with pytest.raises(ContractError, match="refers to vulnerability 'v-missing', which the result does not hold"):
+        run("broken")  # a worker's error reaches the task, naming the result and the reference

@@ -23,12 +23,15 @@ from sysdig_j1.emulators.sysdig_org import OrgSpec
 
 DAG = "sysdig_jupiterone"
 SCOPE = "sysdig-j1:5000001"
-FOUND = expected_findings(OrgSpec())
+# 330 scans: 110 runtime results, enough pages for the findings to be stored by worker processes,
+# started from inside a Celery task
+ORG = OrgSpec(scans=330)
+FOUND = expected_findings(ORG)
 EXPECTED = {
-    "entities": {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 45,
+    "entities": {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 330,
                  "sysdig_finding": FOUND["findings"]},
     "relationships": {"sysdig_account_has_user": 30, "sysdig_account_has_team": 4,
-                      "sysdig_account_has_image_scan": 45, "sysdig_team_has_user": 36,
+                      "sysdig_account_has_image_scan": 330, "sysdig_team_has_user": 36,
                       "sysdig_image_scan_identified_finding": FOUND["findings"],
                       "sysdig_finding_is_cve": FOUND["cve_relationships"]},
 }
@@ -38,7 +41,7 @@ EXPECTED = {
 def world(tmp_path_factory):
     """The emulators and the stack, wired as docker-compose.yaml wires them."""
     folder = tmp_path_factory.mktemp("real-stack")
-    sysdig = SysdigEmulator(OrgSpec(), token=SYSDIG_TOKEN)
+    sysdig = SysdigEmulator(ORG, token=SYSDIG_TOKEN)
     jupiterone = JupiterOneEmulator(folder / "j1-state.json", account=J1_ACCOUNT, api_key=J1_KEY)
     sysdig.start(), jupiterone.start()
     env = {

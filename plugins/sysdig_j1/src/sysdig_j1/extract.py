@@ -11,8 +11,10 @@ its folders first, so re-running a task replaces its output.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from collections.abc import Iterable
 
 from sysdig_j1 import findings, raw
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 15.0
 RESULTS_PER_PAGE = 50  # full scan results whose findings share one stored page (~10,000 findings)
+FINDING_WORKERS = 2  # processes storing findings for a large fleet (see `_PageStore`)
+INLINE_PAGES = 2  # pages of results up to which findings are stored in the extract's own process
 
 
 def save_pages(storage: RunStorage, pages: Iterable[Page], scrubber: Scrubber) -> Counter[str]:
@@ -136,34 +140,73 @@ def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) 
         log.warning("legacy scanning has no full scan results: no findings extracted")
         stages = ()
     scans = raw.read_raw(storage, "image_scans", columns=["resultId"])
-    listed = list(findings.result_ids(scans, stages))
-    position = {item: n for n, item in enumerate(listed)}
-    first = {stage: next(n for n, (s, _) in enumerate(listed) if s == stage) for stage in {s for s, _ in listed}}
-    per_stage = {stage: sum(s == stage for s, _ in listed) for stage in first}
-    # (stage, page) -> the findings of its results that arrived, by listing position; written in
-    # that order once all are in, so a re-run writes the same pages whatever the arrival order
-    pending: dict[tuple[str, int], dict[int, list]] = {}
-    counts = {"results": 0, "findings": 0, "below_min_severity": 0}
-    logged = time.monotonic()
-    for (stage, result_id), body in hook.scan_results(listed):
-        records, below = findings.flatten(body, result_id, stage, min_severity)
-        number = (position[stage, result_id] - first[stage]) // RESULTS_PER_PAGE
-        page = pending.setdefault((stage, number), {})
-        page[position[stage, result_id]] = records
-        counts["results"] += 1
-        counts["findings"] += len(records)
-        counts["below_min_severity"] += below
-        if len(page) == min(RESULTS_PER_PAGE, per_stage[stage] - number * RESULTS_PER_PAGE):
-            del pending[stage, number]
-            records = [record for _, part in sorted(page.items()) for record in part]
-            if records:
-                raw.write_page(storage, f"findings/{stage}", number, records, scrubber, findings.RESULT_PATH)
-        if time.monotonic() - logged >= PROGRESS_SECONDS:
-            log.info("progress: %s of %s full scan results, %s findings", f"{counts['results']:,}",
-                     f"{len(listed):,}", f"{counts['findings']:,}")
-            logged = time.monotonic()
+    # (stage, resultId) -> (stage, page), in listing order: a page is RESULTS_PER_PAGE results of a stage
+    page_of = {(stage, result_id): (stage, n // RESULTS_PER_PAGE)
+               for stage in stages for n, result_id in enumerate(findings.result_ids(scans, stage))}
+    page_sizes, order = Counter(page_of.values()), {item: n for n, item in enumerate(page_of)}
+    # page -> the answers of its results that arrived, by listing order; stored in that order once
+    # all are in, so a re-run writes the same pages whatever order the answers came in
+    pending: dict[tuple[str, int], dict[int, tuple[str, bytes]]] = {}
+    logged, fetched = time.monotonic(), 0
+    with _PageStore(len(page_sizes)) as store:
+        for (stage, result_id), content in hook.scan_results(page_of):
+            page = pending.setdefault(page_of[stage, result_id], {})
+            page[order[stage, result_id]] = (result_id, content)
+            fetched += 1
+            if len(page) == page_sizes[page_of[stage, result_id]]:
+                number = page_of[stage, result_id][1]
+                del pending[stage, number]
+                store.submit(storage, stage, number, [page[n] for n in sorted(page)], min_severity, scrubber)
+            if time.monotonic() - logged >= PROGRESS_SECONDS:
+                log.info("progress: %s of %s full scan results, %s findings stored", f"{fetched:,}",
+                         f"{len(page_of):,}", f"{store.findings:,}")
+                logged = time.monotonic()
+        store.finish()
     log.info("findings of stages %s at or above %s severity", ", ".join(stages) or "(none)", min_severity)
-    return _manifest(storage, "findings", counts)
+    return _manifest(storage, "findings", {"results": fetched, "findings": store.findings,
+                                           "below_min_severity": store.below})
+
+
+class _PageStore:
+    """Stores pages of findings (`findings.store_page`): decoding and flattening a fleet's results
+    is CPU-bound, and in this process it would also hold up the threads fetching the next ones, so
+    a fleet of more than INLINE_PAGES pages is stored by FINDING_WORKERS processes, each with at
+    most two pages in hand; a small one here, without their start-up cost."""
+
+    def __init__(self, pages: int) -> None:
+        self.pool = None
+        if pages > INLINE_PAGES:  # forkserver: never fork this process, whose fetch threads hold locks
+            self.pool = ProcessPoolExecutor(FINDING_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
+        self.running: set[Future] = set()
+        self.findings = self.below = 0
+
+    def submit(self, *args: object) -> None:
+        if self.pool is None:
+            self._count(findings.store_page(*args))
+            return
+        while len(self.running) >= 2 * FINDING_WORKERS:
+            self._collect(FIRST_COMPLETED)
+        self.running.add(self.pool.submit(findings.store_page, *args))
+
+    def finish(self) -> None:
+        while self.running:
+            self._collect(FIRST_COMPLETED)
+
+    def _collect(self, when: str) -> None:
+        done, self.running = wait(self.running, return_when=when)
+        for future in done:
+            self._count(future.result())  # a worker's error (a broken result) is raised here
+
+    def _count(self, stored: tuple[int, int]) -> None:
+        self.findings += stored[0]
+        self.below += stored[1]
+
+    def __enter__(self) -> _PageStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 # One extract task per resource; the DAG builds its tasks from this table.

@@ -23,11 +23,14 @@ silently drop findings.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import json
 from typing import Any
 
+from sysdig_j1 import raw
 from sysdig_j1.contract import ContractError
+from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import SEVERITIES
+from sysdig_j1.scrub import Scrubber
 
 RESULT_PATH = "/secure/vulnerability/v1/results/{}"
 ACTIVE = "active"  # the status of a risk acceptance in force (the others: expired, ...)
@@ -155,8 +158,29 @@ def _record(result_id: str, package: dict, vulnerability: dict, layer: dict | No
     return record
 
 
-def result_ids(scans, stages: tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    """(stage, resultId) of the extracted image scans of these stages, in listing order."""
-    for stage in stages:
-        rows = scans.loc[scans["_partition"] == stage, "resultId"]
-        yield from ((stage, result_id) for result_id in rows.dropna().tolist())
+def result_ids(scans, stage: str) -> list[str]:
+    """The resultIds of the extracted image scans of a stage, in listing order."""
+    return scans.loc[scans["_partition"] == stage, "resultId"].dropna().tolist()
+
+
+def store_page(storage: RunStorage, stage: str, number: int, results: list[tuple[str, bytes]], min_severity: str,
+               scrubber: Scrubber) -> tuple[int, int]:
+    """Decode, flatten and store one page of full results (in listing order) as raw page `number`
+    of `findings/<stage>`; returns (findings stored, findings below `min_severity`). The work is
+    CPU-bound, so for a large fleet it runs in worker processes (`extract.extract_findings`)."""
+    records, below = [], 0
+    for result_id, content in results:
+        found, skipped = flatten(_decoded(content, result_id), result_id, stage, min_severity)
+        records += found
+        below += skipped
+    if records:
+        raw.write_page(storage, f"findings/{stage}", number, records, scrubber, RESULT_PATH)
+    return len(records), below
+
+
+def _decoded(content: bytes, result_id: str) -> Any:
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError) as exc:  # a whole answer (its length was checked) that is not JSON
+        raise ResultError(f"GET {RESULT_PATH.format(result_id)}: the answer is not valid JSON: "
+                          f"{type(exc).__name__}: {str(exc)[:200]}") from None

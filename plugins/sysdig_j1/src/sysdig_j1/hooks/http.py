@@ -223,10 +223,7 @@ class ApiHook(BaseHook):
         return response
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.decode(path, self.request(method, path, **kwargs), method)
-
-    def decode(self, path: str, response: requests.Response, method: str = "GET") -> Any:
-        """The answer's JSON, or an ApiError naming the endpoint."""
+        response = self.request(method, path, **kwargs)
         try:
             return response.json()
         except ValueError as exc:  # e.g. a body cut off mid-way

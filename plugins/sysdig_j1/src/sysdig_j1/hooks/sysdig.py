@@ -210,15 +210,14 @@ class SysdigHook(ApiHook):
             raise ListingError("GET", "/api/users/me", "the answer has no user object with a customer object")
         return user
 
-    def scan_results(self, results: Iterable[tuple[str, str]]) -> Iterator[tuple[tuple[str, str], Any]]:
-        """((stage, resultId), full result) for each listed result, `max_concurrency` at a time,
-        as they arrive. The full result has no paging: one answer is the whole result."""
-        def fetch(item: tuple[str, str]) -> tuple[tuple[tuple[str, str], Any], list]:
-            path = RESULT_PATH.format(quote(item[1], safe=""))
-            return (item, path, self.request("GET", path)), []
+    def scan_results(self, results: Iterable[tuple[str, str]]) -> Iterator[tuple[tuple[str, str], bytes]]:
+        """((stage, resultId), the answer's bytes) for each listed result, `max_concurrency` at a
+        time, as they arrive. The full result has no paging: one answer is the whole result (its
+        length checked against Content-Length); decoding it is the caller's, often in another process."""
+        def fetch(item: tuple[str, str]) -> tuple[tuple[tuple[str, str], bytes], list]:
+            return (item, self.request("GET", RESULT_PATH.format(quote(item[1], safe=""))).content), []
 
-        for item, path, response in self.crawl(results, fetch):
-            yield item, self.decode(path, response)
+        return self.crawl(results, fetch)
 
     def iter_pages(self, listings: Iterable[Listing]) -> Iterator[Page]:
         """Every page of every listing, fetched concurrently and yielded as it arrives. A listing
