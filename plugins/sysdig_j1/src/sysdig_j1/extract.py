@@ -171,11 +171,15 @@ class _PageStore:
     """Stores pages of findings (`findings.store_page`): decoding and flattening a fleet's results
     is CPU-bound, and in this process it would also hold up the threads fetching the next ones, so
     a fleet of more than INLINE_PAGES pages is stored by FINDING_WORKERS processes, each with at
-    most two pages in hand; a small one here, without their start-up cost."""
+    most two pages in hand; a small one here, without their start-up cost, and so is every fleet
+    when this process may not start processes (a Celery worker's task)."""
 
     def __init__(self, pages: int) -> None:
         self.pool = None
-        if pages > INLINE_PAGES:  # forkserver: never fork this process, whose fetch threads hold locks
+        if pages > INLINE_PAGES and multiprocessing.current_process().daemon:
+            # Celery runs tasks in daemonic (billiard) processes, which may start no processes.
+            log.info("storing findings in the task's own process: it is daemonic (a Celery worker's)")
+        elif pages > INLINE_PAGES:  # forkserver: never fork this process, whose fetch threads hold locks
             self.pool = ProcessPoolExecutor(FINDING_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
         self.running: set[Future] = set()
         self.findings = self.below = 0
