@@ -135,3 +135,37 @@ def test_depth_is_bounded_and_the_path_named_without_recursion_errors():
     for _ in range(MAX_DEPTH - 1):
         shallow = [shallow]
     assert Scrubber().record({"list": shallow}) == {"list": shallow}
+
+
+FINDING = {"findingId": "f1", "resultId": "r1", "vulnerability": {"name": "CVE-2024-1", "severity": "high"},
+           "package": {"name": "curl", "version": "8.0", "type": "os"}}
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"score": 2**60}}}, "'vulnerability.cvssScore.score' "
+                                                                                      "should be a number"),
+    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"score": True}}}, "should be a number"),
+    ({"package": {**FINDING["package"], "isRunning": 1}}, "'package.isRunning' should be true or false"),
+    ({"layer": {"baseImages": "debian"}}, "'layer.baseImages' should be a list of text"),
+    ({"vulnerability": {"severity": "high"}}, "'vulnerability.name' is missing"),
+    ({"riskAccept": {"expirationDate": "soon"}}, "'riskAccept.expirationDate' is not a date"),
+])
+def test_the_column_path_refuses_exactly_what_the_record_path_refuses(change, problem):
+    from sysdig_j1.raw import encode_page
+
+    contract, scrubber = contract_for("findings"), Scrubber()
+    good = [FINDING] * 3
+    assert contract.columns(good, scrubber.column) is not None  # findings keep no _rawData: the column path
+    bad = [FINDING, {**FINDING, **change}]
+    assert contract.columns(bad, scrubber.column) is None
+    with pytest.raises(ContractError, match="record 1 .*" + problem.replace("(", r"\(")):
+        encode_page(bad, contract, scrubber, "findings: GET /x page 0")
+
+
+@pytest.mark.parametrize("text", ["-----BEGİN RSA PRIVATE KEY----- abc", "key: -----BEGıN RSA PRIVATE KEY-----",
+                                  "Authorization: BEARER abcdefghijkl", "token=tok-secret-1;", "TOK-SECRET-1"])
+def test_a_column_is_scrubbed_as_its_records_would_be(text):
+    scrubber = Scrubber(["tok-secret-1"])
+    values = ["plain", text, None, ["x", text]]
+    assert scrubber.column("vulnerability.description", values) == [scrubber.record(v) for v in values]
+    assert scrubber.column("vulnerability.description", values) != values

@@ -175,7 +175,7 @@ def test_a_large_fleet_is_stored_by_worker_processes_exactly_as_in_process(start
         storage = RunStorage(f"file://{tmp_path / folder}", "d", "r")
         extract.extract_image_scans(hook, storage, scrubber)
         manifest = extract.extract_findings(hook, storage, scrubber)
-        pages = Path(str(storage.raw("findings")).removeprefix("file://")).rglob("*.parquet")
+        pages = Path(str(storage.raw("findings")).removeprefix("file://")).rglob("*.parquet")  # written by the task
         return manifest["records"], {page.name: page.read_bytes() for page in pages}
 
     by_workers = run("workers")

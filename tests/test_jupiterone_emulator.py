@@ -643,6 +643,9 @@ def test_mapped_targets_are_found_created_once_or_skipped_and_diffed_like_relati
                     "sysdig_user:2|is|cve-2024-0001": ("cve-2024-0001", "sysdig_user:2"),
                     "sysdig_user:1|is|cve-2024-0002": ("sysdig_user:1", "cve-2024-0002")}
 
+    kept = j1.sync([user(1), user(2)], [], partial_types=["sysdig_user_is_cve"])
+    assert kept["numMappedRelationshipsDeleted"] == 0 and len(emu.graph("sysdig")["relationships"]) == 3  # REVERSE too
+
     again = j1.sync([user(1), user(2)], mapped[:1])
     assert (again["numMappedRelationshipsCreated"], again["numMappedRelationshipsDeleted"]) == (0, 2)
     assert again["numRelationshipsDeleted"] == 0  # mapped ones are counted apart

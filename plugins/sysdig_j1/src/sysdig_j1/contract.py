@@ -128,10 +128,12 @@ def _lookup(record: dict, name: str) -> Any:
 
 
 INT64 = range(-(2**63), 2**63)  # what an Arrow integer column holds
+EXACT_INTEGER = 2**53  # the largest integer a float (an Arrow number column) holds exactly
 _ACCEPTS = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) and v in INT64,
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "number": lambda v: (type(v) is float and math.isfinite(v))
+    or (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= EXACT_INTEGER),
     "boolean": lambda v: isinstance(v, bool),
     "string[]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "timestamp": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
@@ -152,7 +154,8 @@ def _not_plain() -> None:
 # subclass, a non-dict record) falls back to the record-by-record path, which decides.
 _COLUMN_ACCEPTS = {
     "integer": lambda c: all(type(v) is int and v in INT64 for v in c if v is not None),
-    "number": lambda c: all((type(v) is int or type(v) is float) and math.isfinite(v) for v in c if v is not None),
+    "number": lambda c: all((type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) <= EXACT_INTEGER)
+                            for v in c if v is not None),
     "string[]": lambda c: all(type(v) is list and all(type(x) is str for x in v) for v in c if v is not None),
     "timestamp": lambda c: all(type(v) is str or type(v) is int or type(v) is float for v in c if v is not None),
 }

@@ -148,7 +148,7 @@ def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) 
     # all are in, so a re-run writes the same pages whatever order the answers came in
     pending: dict[tuple[str, int], dict[int, tuple[str, bytes]]] = {}
     logged, fetched = time.monotonic(), 0
-    with _PageStore(len(page_sizes)) as store:
+    with _PageStore(storage, len(page_sizes)) as store:
         for (stage, result_id), content in hook.scan_results(page_of):
             page = pending.setdefault(page_of[stage, result_id], {})
             page[order[stage, result_id]] = (result_id, content)
@@ -156,7 +156,7 @@ def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) 
             if len(page) == page_sizes[page_of[stage, result_id]]:
                 number = page_of[stage, result_id][1]
                 del pending[stage, number]
-                store.submit(storage, stage, number, [page[n] for n in sorted(page)], min_severity, scrubber)
+                store.submit(stage, number, [page[n] for n in sorted(page)], min_severity, scrubber)
             if time.monotonic() - logged >= PROGRESS_SECONDS:
                 log.info("progress: %s of %s full scan results, %s findings stored", f"{fetched:,}",
                          f"{len(page_of):,}", f"{store.findings:,}")
@@ -168,42 +168,47 @@ def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) 
 
 
 class _PageStore:
-    """Stores pages of findings (`findings.store_page`): decoding and flattening a fleet's results
+    """Stores pages of findings (`findings.encode_results`): decoding and flattening a fleet's results
     is CPU-bound, and in this process it would also hold up the threads fetching the next ones, so
     a fleet of more than INLINE_PAGES pages is stored by FINDING_WORKERS processes, each with at
     most two pages in hand; a small one here, without their start-up cost, and so is every fleet
     when this process may not start processes (a Celery worker's task)."""
 
-    def __init__(self, pages: int) -> None:
-        self.pool = None
+    def __init__(self, storage: RunStorage, pages: int) -> None:
+        self.storage, self.pool = storage, None
         if pages > INLINE_PAGES and multiprocessing.current_process().daemon:
             # Celery runs tasks in daemonic (billiard) processes, which may start no processes.
             log.info("storing findings in the task's own process: it is daemonic (a Celery worker's)")
         elif pages > INLINE_PAGES:  # forkserver: never fork this process, whose fetch threads hold locks
             self.pool = ProcessPoolExecutor(FINDING_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
-        self.running: set[Future] = set()
+        self.running: dict[Future, tuple[str, int]] = {}  # the (stage, page) each worker encodes
         self.findings = self.below = 0
 
     def submit(self, *args: object) -> None:
         if self.pool is None:
-            self._count(findings.store_page(*args))
+            self._store(args[:2], findings.encode_results(*args))
             return
         while len(self.running) >= 2 * FINDING_WORKERS:
             self._collect(FIRST_COMPLETED)
-        self.running.add(self.pool.submit(findings.store_page, *args))
+        future = self.pool.submit(findings.encode_results, *args)
+        self.running[future] = args[:2]
 
     def finish(self) -> None:
         while self.running:
             self._collect(FIRST_COMPLETED)
 
     def _collect(self, when: str) -> None:
-        done, self.running = wait(self.running, return_when=when)
+        done, _ = wait(self.running, return_when=when)
         for future in done:
-            self._count(future.result())  # a worker's error (a broken result) is raised here
+            self._store(self.running.pop(future), future.result())  # a worker's error is raised here
 
-    def _count(self, stored: tuple[int, int]) -> None:
-        self.findings += stored[0]
-        self.below += stored[1]
+    def _store(self, page: tuple[str, int], encoded: tuple[bytes | None, int, int]) -> None:
+        """Written here, not by the workers: storage (and its connection) belongs to the task."""
+        data, found, below = encoded
+        if data is not None:
+            raw.save_page(self.storage, f"findings/{page[0]}", page[1], data)
+        self.findings += found
+        self.below += below
 
     def __enter__(self) -> _PageStore:
         return self

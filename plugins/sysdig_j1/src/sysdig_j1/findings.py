@@ -28,7 +28,6 @@ from typing import Any
 
 from sysdig_j1 import raw
 from sysdig_j1.contract import ContractError
-from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import SEVERITIES
 from sysdig_j1.scrub import Scrubber
 
@@ -59,6 +58,7 @@ def _map(body: dict, name: str, fail) -> dict:
 
 
 def _refs(owner: dict, field: str, where: str, fail) -> list[str]:
+    """A list of text (reference ids, pull strings), empty when absent."""
     refs = owner.get(field)
     if refs is None:
         return []
@@ -117,7 +117,8 @@ def flatten(body: Any, result_id: str, stage: str, min_severity: str) -> tuple[l
             reached.add(ref)
             own_accepts = _resolved(_refs(vulnerability, "riskAcceptRefs", f"vulnerability {ref!r}", fail),
                                     accepts, "risk acceptance", f"vulnerability {ref!r}", fail)
-            if SEVERITIES.get(vulnerability.get("severity"), threshold) < threshold:  # unknown: kept, for the contract
+            severity = vulnerability.get("severity")
+            if isinstance(severity, str) and SEVERITIES.get(severity, threshold) < threshold:  # unknown: kept, for the contract
                 below += 1
                 continue
             records.append(_record(result_id, package, vulnerability, layer, package_accepts + own_accepts))
@@ -131,10 +132,12 @@ def _layer(package: dict, layers: dict, bases: dict, where: str, fail) -> dict |
     ref = package.get("layerRef")
     if ref is None:
         return None
+    if not isinstance(ref, str):
+        raise fail(f"{where}: 'layerRef' is not a reference id")
     (layer,) = _resolved([ref], layers, "layer", where, fail)
     base_refs = _refs(layer, "baseImagesRef", f"layer {ref!r}", fail)
     pull_strings = [pull for base in _resolved(base_refs, bases, "base image", f"layer {ref!r}", fail)
-                    for pull in (base.get("pullStrings") or [])]
+                    for pull in _refs(base, "pullStrings", f"a base image of layer {ref!r}", fail)]
     return {**layer, "baseImages": pull_strings}
 
 
@@ -163,19 +166,20 @@ def result_ids(scans, stage: str) -> list[str]:
     return scans.loc[scans["_partition"] == stage, "resultId"].dropna().tolist()
 
 
-def store_page(storage: RunStorage, stage: str, number: int, results: list[tuple[str, bytes]], min_severity: str,
-               scrubber: Scrubber) -> tuple[int, int]:
-    """Decode, flatten and store one page of full results (in listing order) as raw page `number`
-    of `findings/<stage>`; returns (findings stored, findings below `min_severity`). The work is
-    CPU-bound, so for a large fleet it runs in worker processes (`extract.extract_findings`)."""
+def encode_results(stage: str, number: int, results: list[tuple[str, bytes]], min_severity: str,
+                   scrubber: Scrubber) -> tuple[bytes | None, int, int]:
+    """Decode and flatten one page of full results (in listing order) and encode the findings as
+    raw page `number` of `findings/<stage>` (None when there are none); returns it with the number
+    of findings and of findings below `min_severity`. CPU-bound and free of I/O, so that for a large
+    fleet it runs in worker processes (`extract.extract_findings`) while the task stores the pages."""
     records, below = [], 0
     for result_id, content in results:
         found, skipped = flatten(_decoded(content, result_id), result_id, stage, min_severity)
         records += found
         below += skipped
-    if records:
-        raw.write_page(storage, f"findings/{stage}", number, records, scrubber, RESULT_PATH)
-    return len(records), below
+    if not records:
+        return None, 0, below
+    return raw.encode_listing_page(f"findings/{stage}", number, records, scrubber, RESULT_PATH), len(records), below
 
 
 def _decoded(content: bytes, result_id: str) -> Any:

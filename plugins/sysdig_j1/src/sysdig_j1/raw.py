@@ -94,9 +94,16 @@ def write_page(storage: RunStorage, listing: str, number: int, records: list[Any
                endpoint: str) -> None:
     """Store page `number` of a listing under raw/<listing>/ (listing 'image_scans/runtime' is the
     runtime stage of resource image_scans); the name is its position, so re-runs overwrite it."""
+    save_page(storage, listing, number, encode_listing_page(listing, number, records, scrubber, endpoint))
+
+
+def encode_listing_page(listing: str, number: int, records: list[Any], scrubber: Scrubber, endpoint: str) -> bytes:
+    """`encode_page` under the contract of the listing's resource, errors naming the page."""
     resource = listing.split("/")[0]
-    where = f"{resource}: GET {endpoint} page {number}"
-    data = encode_page(records, contract_for(resource), scrubber, where)
+    return encode_page(records, contract_for(resource), scrubber, f"{resource}: GET {endpoint} page {number}")
+
+
+def save_page(storage: RunStorage, listing: str, number: int, data: bytes) -> None:
     folder = storage.path("raw", *listing.split("/"))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"part-{number:05d}{PAGE_SUFFIX}").write_bytes(data)

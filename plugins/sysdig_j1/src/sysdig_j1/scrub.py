@@ -61,8 +61,9 @@ class Scrubber:
         self._values = re.compile(f"{known}|{CREDENTIAL_VALUES.pattern}" if known else CREDENTIAL_VALUES.pattern,
                                   CREDENTIAL_VALUES.flags)
         self._drop_key: dict[str, bool] = {}  # the same few keys repeat in every record
-        # Text without any of these (case-folded, as the pattern ignores case) cannot match it.
-        self._triggers = tuple({s.casefold() for s in self.secrets} | set(CREDENTIAL_TRIGGERS))
+        # ASCII text without any of these (lower-cased, as the pattern ignores case) cannot match it.
+        self._triggers = tuple({s.lower() for s in self.secrets} | set(CREDENTIAL_TRIGGERS))
+        self._ascii_triggers = all(trigger.isascii() for trigger in self._triggers)
 
     def drops(self, key: str) -> bool:
         """A key that names a credential or holds a secret goes, with its whole value."""
@@ -86,8 +87,12 @@ class Scrubber:
             return [None] * len(values)
         texts = [v for v in values if type(v) is str] + [x for v in values if type(v) is list for x in v
                                                           if type(x) is str]
-        joined = "\x00".join(texts).casefold()  # one C-speed pass instead of a regex per value
-        if not any(trigger in joined for trigger in self._triggers):
+        joined = "\x00".join(texts)
+        if joined.isascii() and self._ascii_triggers:  # ignoring case is lower-casing: C-speed substring tests
+            clean = not any(trigger in joined.lower() for trigger in self._triggers)
+        else:  # Unicode case-insensitivity has its own equivalences (ı, İ, ſ...): the pattern decides
+            clean = self._values.search(joined) is None
+        if clean:
             return values
         return [self.record(v) for v in values]
 

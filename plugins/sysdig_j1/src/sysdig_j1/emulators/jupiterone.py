@@ -393,7 +393,7 @@ class JupiterOneEmulator(Emulator):
 
         def ends_exist(relationship: dict[str, Any]) -> bool:
             if "_mapping" in relationship:  # the mapper's targets are never deleted by a DIFF
-                return relationship["_fromEntityKey"] in entities
+                return relationship["_mapping"]["sourceEntityKey"] in entities
             return {relationship["_fromEntityKey"], relationship["_toEntityKey"]} <= entities.keys()
 
         uploaded = job.uploads["relationships"]
