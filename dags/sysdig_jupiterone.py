@@ -78,7 +78,8 @@ def sysdig_jupiterone(account: Account):
         @task(multiple_outputs=False)
         def extract_resource(resource: str, config: dict) -> dict:
             """One Sysdig resource, every page scrubbed, checked against its contract and stored."""
-            return pipeline.extract(resource, sysdig(config["region"]), jupiterone(), RunStorage.for_current_run())
+            return pipeline.extract(resource, sysdig(config["region"]), jupiterone(), RunStorage.for_current_run(),
+                                    config)
 
         # Runs when the extracts are done, even if some failed: what was extracted still publishes.
         @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS, multiple_outputs=False)

@@ -229,3 +229,19 @@ EXTRACTORS = {
 }
 # Extracts that read what another extract stored in the same run, and so run after it.
 EXTRACT_AFTER = {"team_memberships": "teams", "findings": "image_scans"}
+# The permission each resource's endpoints require, as Sysdig's public API documents them (none is
+# documented for the vulnerability endpoints, nor needed for the token's own account).
+PERMISSIONS = {"users": "users.read", "teams": "customer-teams.read", "team_memberships": "memberships.read"}
+
+
+def unreadable(granted: set[str] | None) -> dict[str, str]:
+    """Resources the token may not read, each with why: a missing permission, or an extract it
+    runs after that cannot run. None (permissions unknown) skips nothing."""
+    if granted is None:
+        return {}
+    reasons = {resource: f"the token lacks the permission {permission}"
+               for resource, permission in PERMISSIONS.items() if permission not in granted}
+    for resource, after in EXTRACT_AFTER.items():
+        if after in reasons and resource not in reasons:
+            reasons[resource] = f"it is listed per {after} record, and {after} cannot be read ({reasons[after]})"
+    return reasons

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from sysdig_j1 import changes, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
-from sysdig_j1.extract import EXTRACTORS, missing_resources
+from sysdig_j1.extract import EXTRACTORS, missing_resources, unreadable
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
@@ -28,6 +28,8 @@ from sysdig_j1.scrub import NestedTooDeep, Scrubber
 from sysdig_j1.transform import Context, build_graph
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = "unreadable.json"  # in the run's folder: the resources validate_config found the token may not read
 
 
 def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
@@ -59,16 +61,30 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
     account_id = str(account["customer.id"])
     log.info("Sysdig token accepted: %s, customer %s; JupiterOne %s; storage %s",
              sysdig.describe(), account_id, jupiterone.base_url, storage.base_url)
+    # Permissions first: a resource the token may not read is skipped, not failed halfway with 403s.
+    skipped = unreadable(sysdig.permissions())
+    for resource, reason in skipped.items():
+        log.warning("%s will not be extracted: %s. JupiterOne keeps what it holds of its types.", resource, reason)
+    storage.write_json(storage.path(UNREADABLE), skipped)  # for check_extracts_complete
     return {
         "account_id": account_id,
         "app_url": sysdig.base_url,
         "account_name": sysdig.account_name,
         "region": sysdig.region,
+        "unreadable": skipped,
     }
 
 
-def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
-    """Extract one resource, removing both connections' secrets wherever they appear in its records."""
+def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage,
+            config: dict | None = None) -> dict:
+    """Extract one resource, removing both connections' secrets wherever they appear in its records.
+    A resource `validate_config` found the token may not read is left out with a warning: no
+    manifest, so JupiterOne keeps its types (the task succeeds; an Airflow skip would also skip
+    `transform`, whose trigger rule needs every upstream task done)."""
+    reason = (config or {}).get("unreadable", {}).get(resource)
+    if reason:
+        log.warning("%s is not extracted: %s; JupiterOne keeps what it holds of it", resource, reason)
+        return {"resource": resource, "not_extracted": reason}
     scrubber = Scrubber([sysdig.secret, jupiterone.secret])
     try:
         return EXTRACTORS[resource](sysdig, storage, scrubber)
@@ -215,8 +231,12 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
 
 def check_extracts_complete(storage: RunStorage) -> None:
     """The last task: a run that published partial data must still end failed, so alerts fire. Its
-    message says what JupiterOne received, so nobody has to piece that together from other logs."""
-    missing = missing_resources(storage)
+    message says what JupiterOne received, so nobody has to piece that together from other logs.
+    Resources the token may not read were skipped on purpose: a warning, not a failure."""
+    skipped = storage.read_json(storage.path(UNREADABLE)) if storage.path(UNREADABLE).exists() else {}
+    for resource, reason in skipped.items():
+        log.warning("%s was not extracted: %s; JupiterOne kept what it holds of it", resource, reason)
+    missing = missing_resources(storage) - set(skipped)
     if not missing:
         return
     load_report = storage.path("graph", "load.json")

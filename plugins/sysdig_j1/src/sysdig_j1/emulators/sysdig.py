@@ -49,7 +49,7 @@ SCENARIOS = (
 _MAX_OFFSET = 2_147_483_647
 _MAX_CURSOR_CHARS = 300
 _RATE_WINDOW_SECONDS = 60
-_STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 410: "gone",
+_STATUS_TYPES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 410: "gone",
                  429: "too_many_requests", 503: "service_unavailable"}
 # the routes scenarios rewrite (route patterns, as registered)
 _USERS = "/platform/v1/users"
@@ -58,6 +58,11 @@ _TEAM_USERS = r"/platform/v1/teams/(?P<team_id>[^/]+)/users"
 _RUNTIME_RESULTS = "/secure/vulnerability/v1/runtime-results"
 _ME = "/api/users/me"
 _RESULT = r"/secure/vulnerability/v1/results/(?P<result_id>[^/]+)"
+_PERMISSIONS = "/api/users/me/permissions"
+# What the public API documents each route to require; a token without it gets 403. (No permission
+# is documented for the vulnerability routes, so they need none here.)
+ROUTE_PERMISSIONS = {_USERS: "users.read", _TEAMS: "customer-teams.read", _TEAM_USERS: "memberships.read"}
+ALL_PERMISSIONS = tuple(sorted(set(ROUTE_PERMISSIONS.values()) | {"policy-events.read"}))
 
 
 @dataclass(frozen=True)
@@ -417,7 +422,8 @@ _RESPONSE_REWRITES: dict[tuple[str, str], ResponseRewrite] = {
 
 class SysdigEmulator(Emulator):
     def __init__(self, org: OrgSpec = OrgSpec(), token: str = "emulator-token",
-                 users_light: str = "ok", legacy_scanning: str = "ok", **faults: Any) -> None:
+                 users_light: str = "ok", legacy_scanning: str = "ok",
+                 permissions: Sequence[str] = ALL_PERMISSIONS, **faults: Any) -> None:
         super().__init__()
         if users_light not in USERS_LIGHT_MODES:
             raise ValueError(f"users_light must be one of {USERS_LIGHT_MODES}")
@@ -427,6 +433,7 @@ class SysdigEmulator(Emulator):
         self.token = token
         self.users_light = users_light
         self.legacy_scanning = legacy_scanning
+        self.permissions = tuple(permissions)  # the token's (GET /api/users/me/permissions)
         self._state_lock = threading.Lock()  # guards faults, the fault RNGs and the rate limiter
         self._set_faults(Faults(**faults))
         self._register_sysdig_routes()
@@ -444,14 +451,15 @@ class SysdigEmulator(Emulator):
         }
         legacy = {
             _ME: self._me,
+            _PERMISSIONS: self._my_permissions,
             r"/api/users/(?P<user_id>[^/]+)": self._legacy_user,
             "/api/v2/users/light": self._light_users,
             "/api/v2/teams/light": self._light_teams,
             "/api/scanning/v1/resultsDirect": self._results_direct,
         }
         for pattern, handler in public.items():
-            self.route("GET", pattern,
-                       self._guarded(self._scenario(pattern, handler), legacy=False))
+            self.route("GET", pattern, self._guarded(self._scenario(pattern, handler), legacy=False,
+                                                     permission=ROUTE_PERMISSIONS.get(pattern)))
         for pattern, handler in legacy.items():
             self.route("GET", pattern,
                        self._guarded(self._scenario(pattern, handler), legacy=True))
@@ -467,7 +475,7 @@ class SysdigEmulator(Emulator):
         self.route("POST", "/_emulator/faults", self._post_faults)
 
     # -- the fault, rate-limit and auth pipeline every Sysdig route goes through -------------
-    def _guarded(self, handler: Callable[[Request], Response], legacy: bool
+    def _guarded(self, handler: Callable[[Request], Response], legacy: bool, permission: str | None = None
                  ) -> Callable[[Request], Response]:
         def guarded(request: Request) -> Response:
             faults, delay, fault = self._draw()
@@ -484,7 +492,7 @@ class SysdigEmulator(Emulator):
             else:
                 if fault == "slow":
                     time.sleep(faults.slow_seconds)
-                response = self._authorised(handler, request, legacy)
+                response = self._authorised(handler, request, legacy, permission)
             if fault == "truncate":
                 response.truncate_to = len(response.encoded()) // 2
             response.headers.update(rate_headers)
@@ -513,9 +521,11 @@ class SysdigEmulator(Emulator):
             return self._rate_limiter.admit(request.headers.get("authorization", ""), time.time())
 
     def _authorised(self, handler: Callable[[Request], Response], request: Request,
-                    legacy: bool) -> Response:
+                    legacy: bool, permission: str | None = None) -> Response:
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return _legacy_unauthorized() if legacy else _public_error(401, "Access denied.")
+        if permission is not None and permission not in self.permissions:
+            return _public_error(403, "Not enough privileges to complete the action")
         try:
             return handler(request)
         except _HttpError as error:
@@ -615,6 +625,12 @@ class SysdigEmulator(Emulator):
         if not self.org.spec.users:  # an organisation without users has no token holder
             return _legacy_unauthorized()
         return Response(body={"user": self._renderer(_ME, self.org.legacy_user)(0)})
+
+    def _my_permissions(self, request: Request) -> Response:
+        if not self.org.spec.users:
+            return _legacy_unauthorized()
+        return Response(body={"customerId": self.org.spec.customer_id, "userId": self.org.user_id(0),
+                              "teamId": 20000, "permissions": list(self.permissions)})
 
     def _legacy_user(self, request: Request) -> Response:
         raw_id = request.params["user_id"]
@@ -721,6 +737,8 @@ def _parser() -> argparse.ArgumentParser:
                             default=getattr(defaults, field.name))
     parser.add_argument("--users-light", choices=USERS_LIGHT_MODES, default="ok")
     parser.add_argument("--legacy-scanning", choices=LEGACY_SCANNING_MODES, default="ok")
+    parser.add_argument("--permissions", nargs="*", default=list(ALL_PERMISSIONS), metavar="PERMISSION",
+                        help="the token's permissions (default: all the emulator knows)")
     options: dict[str, dict[str, Any]] = {  # any other fault is a float
         "rate_limit_per_minute": {"type": int}, "fail_path": {"type": str},
         "scenario": {"choices": SCENARIOS}, "canaries": {"nargs": "*", "metavar": "CANARY"},

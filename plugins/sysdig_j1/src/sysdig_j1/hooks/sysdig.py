@@ -308,6 +308,21 @@ class SysdigHook(ApiHook):
         walk.positions.add(follow)
         return [(listing, number + 1, follow, walk)]
 
+    def permissions(self) -> set[str] | None:
+        """`GET /api/users/me/permissions`: what the token may do; None where the endpoint does not
+        exist (an older on-premises install), so that nothing is skipped on a guess."""
+        try:
+            body = self.get_json("/api/users/me/permissions")
+        except ApiError as exc:
+            if exc.status in GONE:
+                log.warning("%s has no /api/users/me/permissions; every resource will be asked for", self.base_url)
+                return None
+            raise
+        granted = body.get("permissions") if isinstance(body, dict) else None
+        if not isinstance(granted, list) or not all(isinstance(p, str) for p in granted):
+            raise ListingError("GET", "/api/users/me/permissions", "the answer has no list of permissions")
+        return set(granted)
+
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI 'Test' button."""
         try:
