@@ -109,9 +109,10 @@ def sysdig_jupiterone(account: Account):
             pipeline.check_extracts_complete(RunStorage.for_current_run())
 
         config = validate_config()
-        extracts = {r: extract_resource.override(task_id=f"extract_{r}")(r, config) for r in extract.EXTRACTORS}
-        for resource, after in extract.EXTRACT_AFTER.items():  # e.g. memberships are listed per extracted team
-            extracts[after] >> extracts[resource]
+        extracts = {r: extract_resource.override(task_id=f"extract_{r}")(r, config) for r in extract.EXTRACTS}
+        for declared in extract.EXTRACTS.values():  # e.g. memberships are listed per extracted team
+            if declared.after:
+                extracts[declared.after] >> extracts[declared.resource]
         graph = transform(config)
         list(extracts.values()) >> graph
         published = load(graph, check_quality(graph))

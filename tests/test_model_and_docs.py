@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import REPO
 
-from sysdig_j1.extract import EXTRACTORS
+from sysdig_j1.extract import EXTRACTS
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, RESOURCES
 from sysdig_j1.quality import build_checks
 from sysdig_j1.schemas import README_BEGIN, README_END, all_schemas, render_markdown
@@ -42,7 +42,9 @@ def test_types_classes_and_relationship_names_are_the_contract():
 
 
 def test_every_resource_has_an_extract_task_and_feeds_the_model():
-    assert set(EXTRACTORS) == set(RESOURCES)
+    assert set(EXTRACTS) == set(RESOURCES)
+    for declared in EXTRACTS.values():  # an extract runs after one declared before it
+        assert declared.after is None or list(EXTRACTS).index(declared.after) < list(EXTRACTS).index(declared.resource)
     fed = {e.resource for e in ENTITIES} | {r.resource for r in RELATIONSHIPS if r.resource}
     assert fed == set(RESOURCES)
 

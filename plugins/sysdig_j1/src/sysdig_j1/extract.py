@@ -15,7 +15,8 @@ import multiprocessing
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from sysdig_j1 import findings, raw
 from sysdig_j1.hooks.storage import RunStorage
@@ -218,20 +219,27 @@ class _PageStore:
             self.pool.shutdown(cancel_futures=True)
 
 
-# One extract task per resource; the DAG builds its tasks from this table.
-EXTRACTORS = {
-    "account": extract_account,
-    "users": extract_users,
-    "teams": extract_teams,
-    "team_memberships": extract_team_memberships,
-    "image_scans": extract_image_scans,
-    "findings": extract_findings,
-}
-# Extracts that read what another extract stored in the same run, and so run after it.
-EXTRACT_AFTER = {"team_memberships": "teams", "findings": "image_scans"}
-# The permission each resource's endpoints require, as Sysdig's public API documents them (none is
-# documented for the vulnerability endpoints, nor needed for the token's own account).
-PERMISSIONS = {"users": "users.read", "teams": "customer-teams.read", "team_memberships": "memberships.read"}
+@dataclass(frozen=True)
+class Extract:
+    """One resource as the DAG extracts it: one task each, built from `EXTRACTS`."""
+
+    resource: str
+    run: Callable[[SysdigHook, RunStorage, Scrubber], dict]
+    # The permission its endpoints require, as Sysdig's public API documents it (none is documented
+    # for the vulnerability endpoints, nor needed for the token's own account).
+    permission: str | None = None
+    # The resource whose records, stored earlier in the same run, it is listed from.
+    after: str | None = None
+
+
+EXTRACTS = {declared.resource: declared for declared in (
+    Extract("account", extract_account),
+    Extract("users", extract_users, permission="users.read"),
+    Extract("teams", extract_teams, permission="customer-teams.read"),
+    Extract("team_memberships", extract_team_memberships, permission="memberships.read", after="teams"),
+    Extract("image_scans", extract_image_scans),
+    Extract("findings", extract_findings, after="image_scans"),
+)}
 
 
 def unreadable(granted: set[str] | None) -> dict[str, str]:
@@ -239,9 +247,11 @@ def unreadable(granted: set[str] | None) -> dict[str, str]:
     runs after that cannot run. None (permissions unknown) skips nothing."""
     if granted is None:
         return {}
-    reasons = {resource: f"the token lacks the permission {permission}"
-               for resource, permission in PERMISSIONS.items() if permission not in granted}
-    for resource, after in EXTRACT_AFTER.items():
-        if after in reasons and resource not in reasons:
-            reasons[resource] = f"it is listed per {after} record, and {after} cannot be read ({reasons[after]})"
+    reasons: dict[str, str] = {}
+    for declared in EXTRACTS.values():  # in dependency order: `after` is declared first
+        if declared.permission is not None and declared.permission not in granted:
+            reasons[declared.resource] = f"the token lacks the permission {declared.permission}"
+        elif declared.after in reasons:
+            reasons[declared.resource] = (f"it is listed per {declared.after} record, and {declared.after} cannot be "
+                                          f"read ({reasons[declared.after]})")
     return reasons

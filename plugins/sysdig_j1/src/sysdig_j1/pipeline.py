@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from sysdig_j1 import changes, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
-from sysdig_j1.extract import EXTRACTORS, missing_resources, unreadable
+from sysdig_j1.extract import EXTRACTS, missing_resources, unreadable
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
@@ -87,7 +87,7 @@ def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, stora
         return {"resource": resource, "not_extracted": reason}
     scrubber = Scrubber([sysdig.secret, jupiterone.secret])
     try:
-        return EXTRACTORS[resource](sysdig, storage, scrubber)
+        return EXTRACTS[resource].run(sysdig, storage, scrubber)
     except ContractError as exc:  # the same records would break the contract again; they may quote anything
         raise AirflowFailException(scrubber.text(str(exc))) from None
 
