@@ -119,3 +119,18 @@ def test_a_row_hash_ignores_column_order_and_columns_without_values():
     assert changes.row_hashes(a) == changes.row_hashes(b)
     assert changes.row_hashes(a) != changes.row_hashes(frame(user(1, lastName="Lea")))
     assert changes.row_hashes(a) != changes.row_hashes(a.assign(_type="sysdig_team"))
+
+
+def test_a_snapshot_written_before_hashes_were_kept_is_hashed_when_read(tmp_path):
+    from sysdig_j1 import pipeline
+    from sysdig_j1.hooks.storage import RunStorage
+
+    storage = RunStorage(f"file://{tmp_path}", "d", "r")
+    path = storage.path("old.parquet")
+    old = frame(user(1), user(2)).drop(columns=["_rawData"])
+    storage.write_parquet(path, old)  # the older format: no _hash column
+
+    read = pipeline._snapshot_reader(storage, path)
+
+    assert read(columns=["_key", "_hash"]).equals(changes.snapshot(old)[["_key", "_hash"]])
+    assert changes.compare(read, changes.snapshot(frame(user(1), user(2)))) == {}

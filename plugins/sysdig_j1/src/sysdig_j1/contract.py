@@ -87,8 +87,7 @@ class Contract:
             out = {}
             for name, type_ in self.fields.items():
                 values = scrub(name, column(name))
-                check = _COLUMN_ACCEPTS.get(type_)
-                if check is not None and not check(values):
+                if type_ in CHECKED_PER_VALUE and not all(map(_ACCEPTS[type_], filter(_present, values))):
                     return None
                 if type_ == "timestamp":
                     values = [None if v is None else epoch_ms(v) for v in values]
@@ -148,17 +147,14 @@ def _not_plain() -> None:
     raise _NotPlain
 
 
-# `_ACCEPTS` for whole columns, where Arrow's conversion is laxer (it truncates floats to
-# integers, takes booleans as numbers and text as a list of characters); Arrow is as strict for
-# text and booleans. Decoded JSON has exact types, so `type(v) is` suffices; anything else (a
-# subclass, a non-dict record) falls back to the record-by-record path, which decides.
-_COLUMN_ACCEPTS = {
-    "integer": lambda c: all(type(v) is int and v in INT64 for v in c if v is not None),
-    "number": lambda c: all((type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) <= EXACT_INTEGER)
-                            for v in c if v is not None),
-    "string[]": lambda c: all(type(v) is list and all(type(x) is str for x in v) for v in c if v is not None),
-    "timestamp": lambda c: all(type(v) is str or type(v) is int or type(v) is float for v in c if v is not None),
-}
+# The types whose column path checks `_ACCEPTS` value by value: Arrow's conversion is laxer for
+# them (it truncates floats to integers, takes booleans as numbers and text as a list of
+# characters), and as strict for text and booleans.
+CHECKED_PER_VALUE = frozenset({"integer", "number", "string[]", "timestamp"})
+
+
+def _present(value: Any) -> bool:
+    return value is not None
 
 
 def _typed(type_: str, value: Any, name: str) -> Any:

@@ -7,10 +7,8 @@ retrying cannot fix (bad credentials, bad data) raise AirflowFailException so th
 
 from __future__ import annotations
 
-import io
 import logging
 
-import pyarrow.parquet as pq
 
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
@@ -252,7 +250,7 @@ def _snapshot_reader(storage: RunStorage, path) -> changes.Reader | None:
     """A previous snapshot in storage, read as little as each question needs."""
     if not path.exists():
         return None
-    if "_hash" not in pq.read_schema(io.BytesIO(path.read_bytes())).names:
+    if "_hash" not in storage.parquet_columns(path):
         # written before snapshots kept a hash per object: hashed once here, in memory
         return changes.frame_reader(changes.snapshot(storage.read_parquet(path)))
 
@@ -268,8 +266,7 @@ def _read_graph(storage: RunStorage, columns: frozenset[str] | None = None):
     """Both frames, or only those of `columns` each file has (a missing one stays missing)."""
     def read(name: str):
         path = storage.path("graph", name)
-        names = None if columns is None else [c for c in pq.read_schema(io.BytesIO(path.read_bytes())).names
-                                              if c in columns]
+        names = None if columns is None else [c for c in storage.parquet_columns(path) if c in columns]
         return storage.read_parquet(path, columns=names)
 
     return read("entities.parquet"), read("relationships.parquet")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from airflow.sdk import ObjectStoragePath
 
 STORAGE_VARIABLE = "sysdig_j1_storage_url"
@@ -97,6 +98,12 @@ class RunStorage:
                      filters: list[tuple] | None = None) -> pd.DataFrame:
         """The file, or only these columns of the rows that pass these (pyarrow) filters."""
         return pd.read_parquet(io.BytesIO(path.read_bytes()), columns=columns, filters=filters)
+
+    @staticmethod
+    def parquet_columns(path: ObjectStoragePath) -> list[str]:
+        """A Parquet file's column names, from its footer alone (the file may be large)."""
+        with path.open("rb") as file:
+            return pq.read_schema(file).names
 
     @staticmethod
     def write_json(path: ObjectStoragePath, document: object) -> None:
