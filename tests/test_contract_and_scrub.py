@@ -25,7 +25,7 @@ def test_every_source_field_of_the_model_is_in_a_contract_with_its_type():
         if rel.resource:
             fields = contract_for(rel.resource).fields
             assert fields[rel.source_key_field] == rel.source.key_type
-            assert fields[rel.target_key_field] == rel.target.key_type
+            assert fields[rel.target_key_field] == rel.target.key_type + ("[]" if rel.many else "")
 
 
 def test_ids_are_integers_and_keys_are_required():
@@ -37,10 +37,21 @@ def test_ids_are_integers_and_keys_are_required():
 
 
 def test_no_contract_field_looks_like_a_secret():
-    """The scrubber drops secret-looking keys before the contract is checked: none may be needed."""
+    """The scrubber drops secret-looking keys before the contract is checked, unless they hold
+    true or false: no other may be needed."""
     for contract in contracts().values():
-        for name in contract.fields:
-            assert not any(is_secret(part) for part in name.split(".")), (contract.resource, name)
+        for name, type_ in contract.fields.items():
+            if any(is_secret(part) for part in name.split(".")):
+                assert type_ == "boolean", (contract.resource, name)
+
+
+def test_true_or_false_under_a_secret_looking_key_is_kept_and_text_is_not():
+    scrubber = Scrubber(["tok3n-value"])
+    record = {"isPasswordLoginEnabled": False, "config": {"clientSecret": "oidc-abc", "passwordHint": 12345,
+                                                           "isTokenAuth": True}}
+    assert scrubber.record(record) == {"isPasswordLoginEnabled": False, "config": {"isTokenAuth": True}}
+    assert scrubber.column("isPasswordLoginEnabled", [True, None, False]) == [True, None, False]
+    assert scrubber.column("config.clientSecret", ["oidc-abc", None]) == [None, None]
 
 
 @pytest.mark.parametrize(("value", "ms"), [

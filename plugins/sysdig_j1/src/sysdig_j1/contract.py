@@ -36,6 +36,7 @@ ARROW_TYPES = {
     "boolean": pa.bool_(),
     "timestamp": pa.int64(),  # epoch milliseconds
     "string[]": pa.list_(pa.string()),
+    "integer[]": pa.list_(pa.int64()),
 }
 
 
@@ -73,6 +74,8 @@ class Contract:
         faster on large pages), each column first passed through `scrub(field, values)`; None
         when any record breaks the contract or has a value this path does not decide, so that
         the caller goes record by record and names the record and the field."""
+        if any("[]" in name for name in self.fields):  # paths into lists are the record path's
+            return None
         found: dict[str, list] = {}
 
         def column(name: str) -> list:
@@ -115,6 +118,15 @@ class Contract:
 
 
 def _lookup(record: dict, name: str) -> Any:
+    """The value at a dotted path; `list[].field` is the list of each element's field."""
+    if "[]." in name:
+        above, _, below = name.partition("[].")
+        items = _lookup(record, above)
+        if items is None:
+            return None
+        if not isinstance(items, list):
+            raise ContractError(f"field {above!r} is a JSON {_json_type(items)}, not an array")
+        return [_lookup(item, below) if isinstance(item, dict) else _element_not_object(above, item) for item in items]
     value: Any = record
     parts = name.split(".")
     for depth, part in enumerate(parts):
@@ -126,6 +138,10 @@ def _lookup(record: dict, name: str) -> Any:
     return value
 
 
+def _element_not_object(name: str, item: Any) -> None:
+    raise ContractError(f"an element of field {name!r} is a JSON {_json_type(item)}, not an object")
+
+
 INT64 = range(-(2**63), 2**63)  # what an Arrow integer column holds
 EXACT_INTEGER = 2**53  # the largest integer a float (an Arrow number column) holds exactly
 _ACCEPTS = {
@@ -135,6 +151,7 @@ _ACCEPTS = {
     or (isinstance(v, int) and not isinstance(v, bool) and abs(v) <= EXACT_INTEGER),
     "boolean": lambda v: isinstance(v, bool),
     "string[]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "integer[]": lambda v: isinstance(v, list) and all(_ACCEPTS["integer"](x) for x in v),
     "timestamp": lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool),
 }
 
@@ -150,7 +167,7 @@ def _not_plain() -> None:
 # The types whose column path checks `_ACCEPTS` value by value: Arrow's conversion is laxer for
 # them (it truncates floats to integers, takes booleans as numbers and text as a list of
 # characters), and as strict for text and booleans.
-CHECKED_PER_VALUE = frozenset({"integer", "number", "string[]", "timestamp"})
+CHECKED_PER_VALUE = frozenset({"integer", "number", "string[]", "integer[]", "timestamp"})
 
 
 def _present(value: Any) -> bool:
@@ -190,7 +207,7 @@ _MILLISECOND = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 
 def _described(type_: str) -> str:
     return {
         "string": "text", "integer": "an integer", "number": "a number", "boolean": "true or false",
-        "string[]": "a list of text", "timestamp": "a date (ISO 8601 text or epoch seconds/milliseconds)",
+        "string[]": "a list of text", "integer[]": "a list of integers", "timestamp": "a date (ISO 8601 text or epoch seconds/milliseconds)",
     }[type_]
 
 
@@ -272,8 +289,13 @@ def contracts() -> dict[str, Contract]:
     for rel in RELATIONSHIPS:
         if rel.resource:
             for name, end in ((rel.source_key_field, rel.source), (rel.target_key_field, rel.target)):
-                builder.add_key(rel.resource, name, end.key_type, rel.type)
-                builder.require(rel.resource, (name,))
+                if rel.many and name == rel.target_key_field:  # a list of keys, which may be empty
+                    builder.add(rel.resource, name, end.key_type + "[]", rel.type)
+                elif rel.optional or rel.mapped:  # a record may have none of these relationships
+                    builder.add(rel.resource, name, end.key_type, rel.type)
+                else:
+                    builder.add_key(rel.resource, name, end.key_type, rel.type)
+                    builder.require(rel.resource, (name,))
             _add_properties(builder, rel, lambda name, r=rel: (r.resource, name))
     without_raw_data = {e.resource for e in ENTITIES if not e.raw_data}
     return {

@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 from sysdig_j1 import findings, raw
 from sysdig_j1.hooks.storage import RunStorage
-from sysdig_j1.hooks.sysdig import LEGACY_PAGE, MAX_CURSOR_PAGE, Listing, Page, SysdigHook
+from sysdig_j1.hooks.sysdig import (
+    LEGACY_PAGE,
+    MAX_CURSOR_PAGE,
+    MAX_INVENTORY_PAGE,
+    MAX_PAGE,
+    Listing,
+    Page,
+    SysdigHook,
+)
 from sysdig_j1.model import RESOURCES, VM_STAGES
 from sysdig_j1.scrub import Scrubber
 
@@ -28,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 15.0
 RESULTS_PER_PAGE = 50  # full scan results whose findings share one stored page (~10,000 findings)
+INVENTORY_PATH = "/secure/inventory/v1/resources"
 FINDING_WORKERS = 2  # processes storing findings for a large fleet (see `_PageStore`)
 INLINE_PAGES = 2  # pages of results up to which findings are stored in the extract's own process
 
@@ -74,63 +83,45 @@ def missing_resources(storage: RunStorage) -> set[str]:
     return {resource for resource in RESOURCES if not storage.manifest(resource).exists()}
 
 
-def extract_account(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
+def extract_listings(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber,
+                     endpoints: tuple[Endpoint, ...] | None = None) -> dict:
+    """Every page of the resource's endpoints (or of `endpoints`), stored as it arrives; the
+    manifest counts records per endpoint."""
+    endpoints = declared.endpoints if endpoints is None else endpoints
+    for folder in dict.fromkeys(endpoint.into or declared.resource for endpoint in declared.endpoints):
+        storage.reset(storage.raw(folder))
+    counts = Counter({endpoint.label(declared.resource): 0 for endpoint in endpoints})
+    label_of, listings = {}, []
+    for endpoint in endpoints:
+        for listing in endpoint.listings(declared.resource, storage):
+            label_of[listing.name] = endpoint.label(declared.resource)
+            listings.append(listing)
+    for name, count in save_pages(storage, hook.iter_pages(listings), scrubber).items():
+        counts[label_of[name]] += count
+    return _manifest(storage, declared.resource, counts)
+
+
+def extract_account(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     """The customer only: the rest of /api/users/me is the token holder's own profile and settings
     (licence, agent keys), which are not the account's to publish."""
     storage.reset(storage.raw("account"))
-    raw.write_page(storage, "account", 0, [{"customer": hook.current_user()["customer"]}], scrubber, "/api/users/me")
+    path = declared.endpoints[0].path
+    raw.write_page(storage, "account", 0, [{"customer": hook.current_user()["customer"]}], scrubber, path)
     return _manifest(storage, "account", {"account": 1})
 
 
-def extract_users(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
-    for resource in ("users", "users_light"):
-        storage.reset(storage.raw(resource))
-    # The light list adds lastSeenOnSecure, systemRole and products. It is legacy, so if it is
-    # gone the users still publish, only without those properties.
-    listings = [
-        Listing("/platform/v1/users", "users"),
-        Listing("/api/v2/users/light", "users_light", items="users", limit=1000, optional=True),
-    ]
-    return _manifest(storage, "users", save_pages(storage, hook.iter_pages(listings), scrubber))
+def extract_image_scans(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
+    """Vulnerability Management's stages, or (setting image_scan_source) legacy scanning, which
+    reached end of life on 2024-12-31: so a gone or empty legacy answer is only a warning."""
+    legacy = hook.image_scan_source == "legacy-scanning"
+    endpoints = tuple(endpoint for endpoint in declared.endpoints if (endpoint.paging == "legacy") == legacy)
+    manifest = extract_listings(declared, hook, storage, scrubber, endpoints)
+    if not sum(manifest["records"].values()):
+        log.warning("no image scans extracted from %s", ", ".join(endpoint.path for endpoint in endpoints))
+    return manifest
 
 
-def extract_teams(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
-    storage.reset(storage.raw("teams"))
-    pages = hook.iter_pages([Listing("/platform/v1/teams", "teams")])
-    return _manifest(storage, "teams", save_pages(storage, pages, scrubber))
-
-
-def extract_team_memberships(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
-    """One paged listing per team that `extract_teams` stored for this run, admins included."""
-    team_ids = raw.read_raw(storage, "teams")["id"].tolist()
-    storage.reset(storage.raw("team_memberships"))
-    listings = [
-        Listing(f"/platform/v1/teams/{team_id}/users", f"team_memberships/{team_id}", params={"withAdminUsers": "true"})
-        for team_id in team_ids
-    ]
-    counts = save_pages(storage, hook.iter_pages(listings), scrubber)
-    return _manifest(storage, "team_memberships", {"teams": len(team_ids), "team_memberships": sum(counts.values())})
-
-
-def extract_image_scans(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
-    storage.reset(storage.raw("image_scans"))
-    if hook.image_scan_source == "legacy-scanning":
-        # Legacy scanning reached end of life on 2024-12-31: a gone or empty answer is a warning.
-        listings = [Listing("/api/scanning/v1/resultsDirect", "image_scans/legacy", paging="legacy",
-                            items="results", limit=LEGACY_PAGE, optional=True)]
-    else:
-        listings = [
-            Listing(f"/secure/vulnerability/v1/{stage}-results", f"image_scans/{stage}", paging="cursor",
-                    limit=MAX_CURSOR_PAGE)
-            for stage in VM_STAGES
-        ]
-    counts = save_pages(storage, hook.iter_pages(listings), scrubber)
-    if not sum(counts.values()):
-        log.warning("no image scans extracted from %s", ", ".join(listing.path for listing in listings))
-    return _manifest(storage, "image_scans", counts)
-
-
-def extract_findings(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
+def extract_findings(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
     """The full result of every image scan `extract_image_scans` stored for the configured stages,
     flattened into findings (`findings.py`). Results are fetched concurrently and their findings
     stored RESULTS_PER_PAGE results to a page, each page written once all its results are in, so
@@ -220,25 +211,85 @@ class _PageStore:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One Sysdig endpoint a resource is read from, as the public API documents it."""
+
+    path: str  # with `{field}` in it: one listing per stored record of `per`, e.g. per team
+    permission: str | None = None  # what the token needs (none is documented for /secure endpoints)
+    paging: str = "offset"  # see `Listing`
+    items: str = "data"  # the answer's list of records
+    limit: int = MAX_PAGE  # the most records a page may hold
+    params: tuple[tuple[str, str], ...] = ()
+    per: str | None = None  # the resource, extracted earlier in the run, whose records it is listed for
+    folder: str | None = None  # where under the resource's raw folder (a stage, "global")
+    into: str | None = None  # a raw resource of its own, merged in by the transform (users_light)
+    optional: bool = False  # a retired legacy endpoint: gone is a warning, not a failure
+
+    def label(self, resource: str) -> str:
+        """Where its pages go, per-record part left out: the manifest counts records under this."""
+        return "/".join(part for part in (self.into or resource, self.folder) if part)
+
+    def listings(self, resource: str, storage: RunStorage) -> list[Listing]:
+        options = {"paging": self.paging, "items": self.items, "limit": self.limit, "params": dict(self.params),
+                   "optional": self.optional}
+        if self.per is None:
+            return [Listing(self.path, self.label(resource), **options)]
+        field = self.path[self.path.index("{") + 1:self.path.index("}")]
+        values = raw.read_raw(storage, self.per, columns=[field])[field].tolist()
+        return [Listing(self.path.format(**{field: value}), f"{self.label(resource)}/{value}", **options)
+                for value in values]
+
+
+@dataclass(frozen=True)
 class Extract:
-    """One resource as the DAG extracts it: one task each, built from `EXTRACTS`."""
+    """One resource as the DAG extracts it, one task each: its endpoints, and how they are read
+    (every page of every endpoint, unless the resource needs more than that)."""
 
     resource: str
-    run: Callable[[SysdigHook, RunStorage, Scrubber], dict]
-    # The permission its endpoints require, as Sysdig's public API documents it (none is documented
-    # for the vulnerability endpoints, nor needed for the token's own account).
-    permission: str | None = None
-    # The resource whose records, stored earlier in the same run, it is listed from.
-    after: str | None = None
+    endpoints: tuple[Endpoint, ...]
+    run: Callable[..., dict] = extract_listings
+
+    @property
+    def permissions(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(e.permission for e in self.endpoints if e.permission))
+
+    @property
+    def after(self) -> str | None:
+        """The resource whose records, stored earlier in the same run, it is listed for."""
+        return next((e.per for e in self.endpoints if e.per), None)
 
 
+_TEAMS = "teams"
 EXTRACTS = {declared.resource: declared for declared in (
-    Extract("account", extract_account),
-    Extract("users", extract_users, permission="users.read"),
-    Extract("teams", extract_teams, permission="customer-teams.read"),
-    Extract("team_memberships", extract_team_memberships, permission="memberships.read", after="teams"),
-    Extract("image_scans", extract_image_scans),
-    Extract("findings", extract_findings, after="image_scans"),
+    Extract("account", (Endpoint("/api/users/me", paging="none"),), extract_account),
+    # The light list adds lastSeenOnSecure, systemRole and products. It is legacy, so if it is gone
+    # the users still publish, only without those properties.
+    Extract("users", (Endpoint("/platform/v1/users", "users.read"),
+                      Endpoint("/api/v2/users/light", items="users", limit=1000, into="users_light", optional=True))),
+    Extract(_TEAMS, (Endpoint("/platform/v1/teams", "customer-teams.read"),)),
+    Extract("team_memberships", (Endpoint("/platform/v1/teams/{id}/users", "memberships.read", per=_TEAMS,
+                                          params=(("withAdminUsers", "true"),)),)),
+    Extract("roles", (Endpoint("/platform/v1/roles", "roles.read"),)),
+    Extract("service_accounts", (
+        Endpoint("/platform/v1/service-accounts", "global-service-accounts.read", folder="global"),
+        Endpoint("/platform/v1/teams/{id}/service-accounts", "team-service-accounts.read", per=_TEAMS, folder="teams"),
+    )),
+    Extract("access_keys", (Endpoint("/platform/v1/access-keys", "customer-access-keys.read"),)),
+    Extract("zones", (Endpoint("/platform/v1/zones", "zones.read"),)),
+    Extract("sso_settings", (Endpoint("/platform/v1/sso-settings", "sso-settings.read", paging="none"),)),
+    Extract("ip_filters", (Endpoint("/platform/v1/ip-filters", "ip-filters.read"),)),
+    Extract("clusters", (Endpoint(INVENTORY_PATH, paging="page", limit=MAX_INVENTORY_PAGE,
+                                  params=(("filter", 'type = "Cluster"'),)),)),
+    Extract("hosts", (Endpoint(INVENTORY_PATH, paging="page", limit=MAX_INVENTORY_PAGE,
+                               params=(("filter", 'type in ("Host", "Node")'),)),)),
+    Extract("image_scans", (
+        *(Endpoint(f"/secure/vulnerability/v1/{stage}-results", paging="cursor", limit=MAX_CURSOR_PAGE, folder=stage)
+          for stage in VM_STAGES),
+        Endpoint("/api/scanning/v1/resultsDirect", paging="legacy", items="results", limit=LEGACY_PAGE,
+                 folder="legacy", optional=True),
+    ), extract_image_scans),
+    Extract("findings", (Endpoint(findings.RESULT_PATH.format("{resultId}"), paging="none", per="image_scans"),),
+            extract_findings),
 )}
 
 
@@ -247,11 +298,33 @@ def unreadable(granted: set[str] | None) -> dict[str, str]:
     runs after that cannot run. None (permissions unknown) skips nothing."""
     if granted is None:
         return {}
-    reasons: dict[str, str] = {}
+    reasons = {}
+    for declared in EXTRACTS.values():
+        lacking = [permission for permission in declared.permissions if permission not in granted]
+        if lacking:
+            reasons[declared.resource] = f"the token lacks the permission{'s' * (len(lacking) > 1)} {' and '.join(lacking)}"
+    return _and_dependents(reasons, "cannot be read")
+
+
+CANNOT_SWITCH_OFF = ("account",)  # every other type hangs off it
+
+
+def switched_off(names: Iterable[str]) -> dict[str, str]:
+    """Resources the operator switched off (Sysdig connection extra `disabled_resources`), and those
+    listed per record of one of them, each with why; ValueError for a name that is not a resource."""
+    names = list(names)
+    unknown = [name for name in names if name not in EXTRACTS or name in CANNOT_SWITCH_OFF]
+    if unknown:
+        choices = ", ".join(r for r in EXTRACTS if r not in CANNOT_SWITCH_OFF)
+        raise ValueError(f"disabled_resources names {unknown}, which cannot be switched off; choose from {choices}")
+    return _and_dependents({name: "switched off (disabled_resources)" for name in EXTRACTS if name in names},
+                           "is switched off")
+
+
+def _and_dependents(reasons: dict[str, str], state: str) -> dict[str, str]:
+    """`reasons`, plus every resource listed per record of one of them, and so on."""
     for declared in EXTRACTS.values():  # in dependency order: `after` is declared first
-        if declared.permission is not None and declared.permission not in granted:
-            reasons[declared.resource] = f"the token lacks the permission {declared.permission}"
-        elif declared.after in reasons:
-            reasons[declared.resource] = (f"it is listed per {declared.after} record, and {declared.after} cannot be "
-                                          f"read ({reasons[declared.after]})")
-    return reasons
+        after = declared.after
+        if declared.resource not in reasons and after in reasons:
+            reasons[declared.resource] = f"it is listed per {after} record, and {after} {state} ({reasons[after]})"
+    return {resource: reasons[resource] for resource in EXTRACTS if resource in reasons}

@@ -207,6 +207,7 @@ def publish(
     scope: str,
     *,
     partial_types: list[str] | None = None,
+    switched_off_types: list[str] | None = None,
     previous_counts: dict[str, int] | None = None,
     max_shrink: float | None = 0.5,
     max_batch_bytes: int = MAX_BATCH_BYTES,
@@ -214,7 +215,8 @@ def publish(
     timeout_seconds: float = 1800,
 ) -> dict:
     """Publish both frames in one job. With `previous_counts` (the last successful publish of this
-    scope) and a `max_shrink`, a publish that would delete too much is aborted before finalize."""
+    scope) and a `max_shrink`, a publish that would delete too much is aborted before finalize;
+    types of resources switched off on purpose are removed whatever their size."""
     counts = {**type_counts(entities), **type_counts(relationships)}
     partial = sorted(partial_types or [])
     job_id = hook.create_job(scope)["id"]
@@ -225,7 +227,7 @@ def publish(
             for kind, frame in (("entities", entities), ("relationships", relationships))
         }
         if previous_counts and max_shrink is not None:
-            check_mass_deletion(previous_counts, counts, max_shrink, partial)
+            check_mass_deletion(previous_counts, counts, max_shrink, [*partial, *(switched_off_types or [])])
         hook.finalize(job_id, partial)
         job = wait_for_job(hook, job_id, poll_seconds, timeout_seconds)
     except BaseException as exc:

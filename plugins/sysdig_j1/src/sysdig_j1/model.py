@@ -9,7 +9,9 @@ A property's value comes from exactly one of:
   alternatives, the first non-null wins (the same entity can come from differently shaped APIs);
 - `derive`: the name of a rule in `transform.DERIVATIONS` (values that need logic or context);
 - `constant`: the same value on every object.
-Types: string, integer, number, boolean, timestamp (epoch milliseconds), string[].
+Types: string, integer, number, boolean, timestamp (epoch milliseconds), string[], integer[]. A
+source path may step into a list of objects with `[]`: `scopes[].rules` is the list of every scope's
+`rules` (each must be present and of the element type).
 
 The same declarations are the source contract (`contract.py`): each source field's JSON type is
 its property's type, key fields have the type `key_type` gives, the fields each derivation rule
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TYPES = ("string", "integer", "number", "boolean", "timestamp", "string[]")
+TYPES = ("string", "integer", "number", "boolean", "timestamp", "string[]", "integer[]")
 
 # The raw fields each derivation rule (`transform.DERIVATIONS`) reads, with their JSON types.
 RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -44,10 +46,22 @@ RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
     "finding_fixable": (("vulnerability.fixVersion", "string"),),
     "finding_from_base_image": (("layer.baseImages", "string[]"),),
     "cve_key": (("vulnerability.name", "string"),),
+    "service_account_scope": (),  # the listing it came from (`_partition`): global, or a team's
+    "service_account_admin": (("systemRoles", "string[]"), ("teamRole", "string")),
+    "never_expires": (("expirationDate", "timestamp"),),
+    "access_key_name": (("id", "integer"),),
+    "sso_name": (("integrationName", "string"), ("config.type", "string"), ("product", "string")),
+    "aws_instance_id": (("metadata.providerID", "string"),),
+    "azure_vm_id": (("metadata.providerID", "string"),),
+    "gce_instance_link": (("metadata.providerID", "string"),),
+    "kube_cluster_key": (("name", "string"),),
+    "azure_resource_key": (("metadata.resourceId", "string"),),
+    "gke_cluster_key": (("metadata.clusterId", "string"),),
 }
 # Rules that answer for every record, their fields' absence included (no risk acceptance: open; no
 # fix version: not fixable), so a required property they derive requires none of their fields.
-TOTAL_RULES = frozenset({"finding_open", "finding_risk_accepted", "finding_fixable"})
+TOTAL_RULES = frozenset({"finding_open", "finding_risk_accepted", "finding_fixable", "service_account_admin",
+                         "never_expires"})
 
 # Sysdig's severities, worst first, with the number JupiterOne's Finding class wants (0-10): the
 # lower bound of the matching CVSS v3 band, so numericSeverity sorts and filters like a CVSS score.
@@ -119,23 +133,27 @@ class EntityType:
 @dataclass(frozen=True)
 class MappedTarget:
     """An entity type this pipeline does not own, reached through a mapped relationship: JupiterOne's
-    mapper finds the target by `filter_keys` (values taken from `entity(key)`) in any integration's
-    data, or creates it from that entity unless `skip_creation`. `key_pattern` is what a valid
-    target `_key` looks like; `properties` are templates of the target's properties, where `{key}`
-    is its `_key` and `{KEY}` the same upper-cased."""
+    mapper finds the target whose `_type` and `match` property hold the relationship's target value
+    in any integration's data, or creates it from that entity unless `skip_creation`.
+    `key_pattern` is what a valid target value looks like; `properties` are templates of the
+    target's properties, where `{key}` is the value and `{KEY}` the same upper-cased."""
 
     type: str
     cls: str
     key_pattern: str
     description: str
     properties: tuple[tuple[str, str], ...] = ()
-    filter_keys: tuple[tuple[str, ...], ...] = (("_type", "_key"),)
+    match: str = "_key"  # the target property the value is matched on (`_key`, `instanceId`, `arn`)
     skip_creation: bool = False
     key_type: str = "string"
 
+    @property
+    def filter_keys(self) -> tuple[tuple[str, ...], ...]:
+        return (("_type", self.match),)
+
     def entity(self, key: str) -> dict[str, str]:
         values = {name: template.format(key=key, KEY=key.upper()) for name, template in self.properties}
-        return {"_type": self.type, "_key": key, "_class": self.cls, **values}
+        return {"_type": self.type, self.match: key, "_class": self.cls, **values}
 
 
 @dataclass(frozen=True)
@@ -151,8 +169,13 @@ class RelationshipType:
     target_key_field: str | None = None
     properties: tuple[Property, ...] = field(default_factory=tuple)
     # Mapped relationships (target a MappedTarget): the rule in RULE_READS that turns the
-    # target_key_field into the target's `_key`; rows it leaves null have no target.
+    # target_key_field into the target's value (without one, the field is the value); rows with
+    # a null value have no target.
     target_key_rule: str | None = None
+    # A record whose key field is null has no such relationship (a team without a custom role).
+    optional: bool = False
+    # The target key field is a list of keys: one relationship per key (a team's zoneIds).
+    many: bool = False
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -251,6 +274,8 @@ TEAM = EntityType(
         _p("defaultTeamRole", "string", "Standard role given to members by default.", source="standardTeamRole"),
         _p("customTeamRoleId", "integer", "Custom role given to members by default.", source="customTeamRoleId"),
         _p("product", "string", "Product the team belongs to (secure or monitor).", source="product"),
+        _p("allZones", "boolean", "Members see every zone (otherwise only the zones the team USES).",
+           source="isAllZones"),
         _p("canUseRapidResponse", "boolean", "Members may use Rapid Response.",
            source="additionalTeamPermissions.hasRapidResponse"),
         _p("canUseSysdigCapture", "boolean", "Members may take Sysdig captures.",
@@ -386,7 +411,234 @@ CVE = MappedTarget(
     properties=(("name", "{KEY}"), ("displayName", "{KEY}"), ("webLink", "https://nvd.nist.gov/vuln/detail/{KEY}")),
 )
 
-ENTITIES: tuple[EntityType, ...] = (ACCOUNT, USER, TEAM, IMAGE_SCAN, FINDING)
+# -- who and what can reach the tenant: /platform/v1 IAM resources ------------------------------
+ROLE = EntityType(
+    type="sysdig_role",
+    cls="AccessRole",
+    resource="roles",
+    key_source="id",
+    key_type="integer",
+    description="A custom team role, from /platform/v1/roles. Class AccessRole: a named set of permissions a "
+                "team gives its members.",
+    properties=(
+        _p("id", "string", "Role id.", source="id", required=True),
+        _p("name", "string", "Role name.", source="name", required=True),
+        _p("displayName", "string", "Role name.", source="name", required=True),
+        _p("description", "string", "Role description.", source="description"),
+        _p("monitorPermissions", "string[]", "Permissions the role grants in Sysdig Monitor.",
+           source="monitorPermissions"),
+        _p("securePermissions", "string[]", "Permissions the role grants in Sysdig Secure.",
+           source="securePermissions"),
+    ),
+)
+
+SERVICE_ACCOUNT = EntityType(
+    type="sysdig_service_account",
+    cls="User",
+    resource="service_accounts",
+    key_source="id",
+    key_type="integer",
+    description="A Sysdig service account, global (/platform/v1/service-accounts) or a team's "
+                "(/platform/v1/teams/{teamId}/service-accounts). Class User: a non-human identity that signs "
+                "in with its own API token.",
+    properties=(
+        _p("id", "string", "Service account id.", source="id", required=True),
+        _p("name", "string", "Service account name.", source="name", required=True),
+        _p("displayName", "string", "Service account name.", source="name", required=True),
+        _p("scope", "string", "global, or team (owned by one team).", derive="service_account_scope",
+           required=True),
+        _p("teamId", "integer", "The team it belongs to (team service accounts).", source="teamId"),
+        _p("teamRole", "string", "Its role in that team.", source="teamRole"),
+        _p("systemRoles", "string[]", "System roles (ROLE_CUSTOMER is customer administrator).",
+           source="systemRoles"),
+        _p("admin", "boolean", "Customer administrator (system role ROLE_CUSTOMER) or its team's manager "
+                               "(ROLE_TEAM_MANAGER).", derive="service_account_admin", required=True),
+        _p("neverExpires", "boolean", "Its token has no expiration date.", derive="never_expires", required=True),
+        _p("expiresOn", "timestamp", "When its token expires.", source="expirationDate"),
+        _p("lastUsedOn", "timestamp", "When its token was last used.", source="lastUsed"),
+        _p("createdOn", "timestamp", "When it was created.", source="dateCreated"),
+        _p("updatedOn", "timestamp", "When it was last updated.", source="lastUpdated"),
+    ),
+)
+
+ACCESS_KEY = EntityType(
+    type="sysdig_access_key",
+    cls="AccessKey",
+    resource="access_keys",
+    key_source="id",
+    key_type="integer",
+    description="An agent access key, from /platform/v1/access-keys: what a Sysdig agent presents to join the "
+                "tenant. The key value itself is a secret and is never stored or published.",
+    properties=(
+        _p("id", "string", "Access key id (not the key).", source="id", required=True),
+        _p("name", "string", "'Agent access key <id>'.", derive="access_key_name", required=True),
+        _p("displayName", "string", "'Agent access key <id>'.", derive="access_key_name", required=True),
+        _p("enabled", "boolean", "Agents may use the key.", source="isEnabled", required=True),
+        _p("agentLimit", "integer", "Most agents that may use the key.", source="agentLimit"),
+        _p("agentReservation", "integer", "Agents reserved for the key.", source="agentReservation"),
+        _p("teamId", "integer", "The team whose key it is.", source="teamId"),
+        _p("createdOn", "timestamp", "When the key was created.", source="dateCreated"),
+        _p("disabledOn", "timestamp", "When the key was disabled.", source="dateDisabled"),
+    ),
+)
+
+ZONE = EntityType(
+    type="sysdig_zone",
+    cls="Group",
+    resource="zones",
+    key_source="id",
+    key_type="integer",
+    description="A zone, from /platform/v1/zones: a named set of scope rules over clusters, accounts and hosts "
+                "that limits what a team sees. Class Group: a group of resources.",
+    properties=(
+        _p("id", "string", "Zone id.", source="id", required=True),
+        _p("name", "string", "Zone name.", source="name", required=True),
+        _p("displayName", "string", "Zone name.", source="name", required=True),
+        _p("description", "string", "Zone description.", source="description"),
+        _p("system", "boolean", "Built in (e.g. Entire Infrastructure).", source="isSystem"),
+        _p("author", "string", "Who created it.", source="author"),
+        _p("lastModifiedBy", "string", "Who changed it last.", source="lastModifiedBy"),
+        _p("scopeTargetTypes", "string[]", "What each scope selects (kubernetes, aws, gcp, azure, host, ...).",
+           source="scopes[].targetType"),
+        _p("scopeRules", "string[]", "Each scope's rules, in the order of scopeTargetTypes.", source="scopes[].rules"),
+        _p("updatedOn", "timestamp", "When it was last changed.", source="lastUpdated"),
+    ),
+)
+
+SSO_SETTING = EntityType(
+    type="sysdig_sso_setting",
+    cls="Configuration",
+    resource="sso_settings",
+    key_source="id",
+    key_type="integer",
+    description="Single sign-on settings of a product, from /platform/v1/sso-settings. Its client secret is "
+                "never stored or published.",
+    properties=(
+        _p("id", "string", "SSO settings id.", source="id", required=True),
+        _p("name", "string", "Integration name, else 'SSO (<type>)'.", derive="sso_name", required=True),
+        _p("displayName", "string", "Integration name, else 'SSO (<type>)'.", derive="sso_name", required=True),
+        _p("product", "string", "Product it applies to (secure or monitor).", source="product"),
+        _p("active", "boolean", "SSO is on.", source="isActive", required=True),
+        _p("type", "string", "SAML or OPENID.", source="config.type"),
+        _p("passwordLoginEnabled", "boolean", "Users may still sign in with a password.",
+           source="isPasswordLoginEnabled"),
+        _p("createUserOnLogin", "boolean", "A first SSO login creates the user.", source="createUserOnLogin"),
+        _p("singleLogoutEnabled", "boolean", "Single logout is on.", source="isSingleLogoutEnabled"),
+        _p("groupMappingEnabled", "boolean", "Team roles follow identity-provider groups.",
+           source="isGroupMappingEnabled"),
+        _p("groupMappingAttributeName", "string", "The assertion attribute that names the groups.",
+           source="groupMappingAttributeName"),
+        _p("metadataUrl", "string", "Identity-provider metadata URL (SAML).", source="config.metadataUrl"),
+        _p("issuerUrl", "string", "Identity-provider issuer URL (OpenID).", source="config.issuerUrl"),
+        _p("createdOn", "timestamp", "When the settings were created.", source="dateCreated"),
+        _p("updatedOn", "timestamp", "When the settings were last changed.", source="lastUpdated"),
+    ),
+)
+
+IP_FILTER = EntityType(
+    type="sysdig_ip_filter",
+    cls="AccessPolicy",
+    resource="ip_filters",
+    key_source="id",
+    key_type="integer",
+    description="An entry of the account's IP allow-list, from /platform/v1/ip-filters. Class AccessPolicy: it "
+                "decides from where the platform may be reached.",
+    properties=(
+        _p("id", "string", "IP filter id.", source="id", required=True),
+        _p("name", "string", "The address range (CIDR).", source="ipRange", required=True),
+        _p("displayName", "string", "The address range (CIDR).", source="ipRange", required=True),
+        _p("ipRange", "string", "The address range (CIDR).", source="ipRange", required=True),
+        _p("note", "string", "Why the range is listed.", source="note"),
+        _p("enabled", "boolean", "The entry is in force.", source="isEnabled", required=True),
+        _p("allowed", "boolean", "The range is allowed (rather than listed and denied).", source="isAllowed"),
+        _p("updatedOn", "timestamp", "When it was last changed.", source="lastUpdated"),
+    ),
+)
+
+
+# -- what Sysdig watches: the inventory (/secure/inventory/v1/resources) ---------------------------
+def _inventory(kind: str) -> tuple[Property, ...]:
+    """What clusters and hosts share: the inventory's own fields and vulnerability summary."""
+    return (
+        _p("id", "string", "Inventory hash of the resource.", source="hash", required=True),
+        _p("name", "string", f"{kind} name.", source="name", required=True),
+        _p("displayName", "string", f"{kind} name.", source="name", required=True),
+        _p("platform", "string", "Kubernetes, AWS, GCP, Azure, ...", source="platform"),
+        _p("resourceType", "string", "Inventory type.", source="type"),
+        _p("category", "string", "Inventory category.", source="category"),
+        _p("exposed", "boolean", "Reachable from the internet.", source="isExposed"),
+        _p("labels", "string[]", "Labels, as key=value.", source="labels"),
+        _p("zoneNames", "string[]", "Zones it belongs to.", source="zones[].name"),
+        _p("lastSeenOn", "timestamp", "When Sysdig last saw it.", source="lastSeen"),
+        _p("criticalVulnerabilities", "integer", "Critical vulnerabilities.", source="vulnerabilitySummary.critical"),
+        _p("highVulnerabilities", "integer", "High vulnerabilities.", source="vulnerabilitySummary.high"),
+        _p("hasExploit", "boolean", "A vulnerability with a public exploit is present.",
+           source="vulnerabilitySummary.hasExploit"),
+    )
+
+
+CLUSTER = EntityType(
+    type="sysdig_cluster",
+    cls="Cluster",
+    resource="clusters",
+    key_source="name",  # what hosts name their cluster by, and the Kubernetes integration keys it by
+    description="A Kubernetes cluster Sysdig watches, from the inventory (type Cluster).",
+    properties=(
+        *_inventory("Cluster"),
+        _p("distribution", "string", "Kubernetes distribution (EKS, AKS, GKE, OpenShift, vanilla, ...).",
+           source="metadata.distribution"),
+        _p("kubernetesVersion", "string", "Kubernetes version.", source="metadata.version"),
+        _p("region", "string", "Cloud region (managed clusters).", source="metadata.region"),
+        _p("arn", "string", "ARN of the EKS cluster.", source="metadata.arn"),
+        _p("resourceId", "string", "Azure resource id of the AKS cluster.", source="metadata.resourceId"),
+        _p("clusterId", "string", "GKE cluster id.", source="metadata.clusterId"),
+    ),
+)
+
+HOST = EntityType(
+    type="sysdig_host",
+    cls="Host",
+    resource="hosts",
+    key_source="hash",
+    description="A host or Kubernetes node Sysdig watches, from the inventory (type Host or Node).",
+    properties=(
+        *_inventory("Host"),
+        _p("hostname", "string", "Host name.", source="name", required=True),
+        _p("cluster", "string", "Cluster the node belongs to.", source="metadata.cluster"),
+        _p("nodeType", "string", "Kubernetes node role (e.g. Worker).", source="metadata.nodeType"),
+        _p("os", "string", "Operating system.", source="metadata.os"),
+        _p("kernelVersion", "string", "Kernel version.", source="metadata.kernelVersion"),
+        _p("agentVersion", "string", "Version of the Sysdig agent on it.", source="metadata.agentVersion"),
+        _p("providerId", "string", "Cloud instance it runs on, as Kubernetes names it (aws:///<zone>/<instance id>, "
+                                   "azure:///<resource id>, gce://<project>/<zone>/<name>).",
+           source="metadata.providerID"),
+        _p("instanceId", "string", "EC2 instance id, from providerId.", derive="aws_instance_id"),
+    ),
+)
+
+# Other integrations' entities our hosts and clusters are: matched, never created (they own them).
+AWS_INSTANCE = MappedTarget("aws_instance", "Host", r"^i-[0-9a-f]{8,17}$", "An EC2 instance (AWS integration).",
+                            match="instanceId", skip_creation=True)
+AZURE_VM = MappedTarget("azure_vm", "Host", r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/"
+                        r"microsoft\.compute/virtualmachines/[^/]+$",
+                        "An Azure virtual machine (Azure integration), by lower-cased resource id.", skip_creation=True)
+GCE_INSTANCE = MappedTarget("google_compute_instance", "Host",
+                            r"^https://www\.googleapis\.com/compute/v1/projects/[^/]+/zones/[^/]+/instances/[^/]+$",
+                            "A Compute Engine instance (Google Cloud integration), by self link.", skip_creation=True)
+KUBE_CLUSTER = MappedTarget("kube_cluster", "Cluster", r"^kube_cluster:.+$",
+                            "A cluster of the Kubernetes integration, keyed by name.", skip_creation=True)
+EKS_CLUSTER = MappedTarget("aws_eks_cluster", "Cluster", r"^arn:aws[a-z-]*:eks:[^:]+:\d{12}:cluster/.+$",
+                           "An EKS cluster (AWS integration), by ARN.", match="arn", skip_creation=True)
+AKS_CLUSTER = MappedTarget("azure_kubernetes_cluster", "Cluster", r"^/subscriptions/[^/]+/resourcegroups/[^/]+/"
+                           r"providers/microsoft\.containerservice/managedclusters/[^/]+$",
+                           "An AKS cluster (Azure integration), by lower-cased resource id.", skip_creation=True)
+GKE_CLUSTER = MappedTarget("google_container_cluster", "Cluster", r"^google_container_cluster:.+$",
+                           "A GKE cluster (Google Cloud integration), by cluster id.", skip_creation=True)
+
+ENTITIES: tuple[EntityType, ...] = (
+    ACCOUNT, USER, TEAM, IMAGE_SCAN, FINDING, ROLE, SERVICE_ACCOUNT, ACCESS_KEY, ZONE, SSO_SETTING, IP_FILTER,
+    CLUSTER, HOST,
+)
 
 RELATIONSHIPS: tuple[RelationshipType, ...] = (
     RelationshipType(ACCOUNT, USER, "The account has the user."),
@@ -412,10 +664,44 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
                                    "entity, or creates it once). Findings without a CVE id have none.",
                      cls="IS", resource="findings", source_key_field="findingId",
                      target_key_field="vulnerability.name", target_key_rule="cve_key"),
+    *(RelationshipType(ACCOUNT, owned, f"The account has the {owned.type.removeprefix('sysdig_').replace('_', ' ')}.")
+      for owned in (ROLE, SERVICE_ACCOUNT, ACCESS_KEY, ZONE, SSO_SETTING, IP_FILTER, CLUSTER, HOST)),
+    RelationshipType(TEAM, ROLE, "The team gives its members this custom role by default.", cls="ASSIGNED",
+                     resource="teams", source_key_field="id", target_key_field="customTeamRoleId", optional=True),
+    RelationshipType(TEAM, SERVICE_ACCOUNT, "The team owns the service account.", resource="service_accounts",
+                     source_key_field="teamId", target_key_field="id", optional=True),
+    RelationshipType(TEAM, ACCESS_KEY, "The team owns the agent access key.", resource="access_keys",
+                     source_key_field="teamId", target_key_field="id", optional=True),
+    RelationshipType(TEAM, ZONE, "The team sees what the zone scopes (teams with allZones see everything).",
+                     cls="USES", resource="teams", source_key_field="id", target_key_field="zoneIds", many=True),
+    RelationshipType(CLUSTER, HOST, "The host is a node of the cluster.", resource="hosts",
+                     source_key_field="metadata.cluster", target_key_field="hash", optional=True),
+    RelationshipType(HOST, AWS_INSTANCE, "The host is this EC2 instance (mapped: matched by instance id in the AWS "
+                                         "integration's data, never created).", cls="IS", resource="hosts",
+                     source_key_field="hash", target_key_field="metadata.providerID", target_key_rule="aws_instance_id"),
+    RelationshipType(HOST, AZURE_VM, "The host is this Azure VM (mapped: matched by resource id, never created).",
+                     cls="IS", resource="hosts", source_key_field="hash", target_key_field="metadata.providerID",
+                     target_key_rule="azure_vm_id"),
+    RelationshipType(HOST, GCE_INSTANCE, "The host is this Compute Engine instance (mapped: matched by self link, "
+                                         "never created).", cls="IS", resource="hosts", source_key_field="hash",
+                     target_key_field="metadata.providerID", target_key_rule="gce_instance_link"),
+    RelationshipType(CLUSTER, KUBE_CLUSTER, "The cluster is the Kubernetes integration's cluster of the same name "
+                                            "(mapped, never created).", cls="IS", resource="clusters",
+                     source_key_field="name", target_key_field="name", target_key_rule="kube_cluster_key"),
+    RelationshipType(CLUSTER, EKS_CLUSTER, "The cluster is this EKS cluster (mapped: matched by ARN, never created).",
+                     cls="IS", resource="clusters", source_key_field="name", target_key_field="metadata.arn"),
+    RelationshipType(CLUSTER, AKS_CLUSTER, "The cluster is this AKS cluster (mapped: matched by resource id, never "
+                                           "created).", cls="IS", resource="clusters", source_key_field="name",
+                     target_key_field="metadata.resourceId", target_key_rule="azure_resource_key"),
+    RelationshipType(CLUSTER, GKE_CLUSTER, "The cluster is this GKE cluster (mapped: matched by cluster id, never "
+                                           "created).", cls="IS", resource="clusters", source_key_field="name",
+                     target_key_field="metadata.clusterId", target_key_rule="gke_cluster_key"),
 )
 
 # Resources the extract tasks fetch; every entity and relationship resource appears here.
-RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "image_scans", "findings")
+RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "roles", "service_accounts",
+                              "access_keys", "zones", "sso_settings", "ip_filters", "clusters", "hosts",
+                              "image_scans", "findings")
 MAPPED_TARGETS: tuple[MappedTarget, ...] = tuple(dict.fromkeys(r.target for r in RELATIONSHIPS if r.mapped))
 
 
@@ -427,8 +713,17 @@ def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:
         e.type for e in ENTITIES
         if e.resource in missing_resources or any(p.from_resource in missing_resources for p in e.properties)
     }
-    relationships = {
-        r.type for r in RELATIONSHIPS
-        if r.resource in missing_resources or r.source.type in entities or r.target.type in entities
-    }
-    return entities, relationships
+    return entities, _relationship_types(missing_resources, entities)
+
+
+def switched_off_types(resources: set[str]) -> tuple[set[str], set[str]]:
+    """Entity and relationship types an operator removes by switching these resources off: their
+    own types and every relationship type touching them. (A property derived from a switched-off
+    resource is left empty instead: the team's member count.)"""
+    entities = {e.type for e in ENTITIES if e.resource in resources}
+    return entities, _relationship_types(resources, entities)
+
+
+def _relationship_types(resources: set[str], entity_types: set[str]) -> set[str]:
+    return {r.type for r in RELATIONSHIPS
+            if r.resource in resources or r.source.type in entity_types or r.target.type in entity_types}

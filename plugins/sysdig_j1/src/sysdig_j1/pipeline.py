@@ -16,18 +16,18 @@ from airflow.sdk.exceptions import AirflowFailException
 from sysdig_j1 import changes, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
-from sysdig_j1.extract import EXTRACTS, missing_resources, unreadable
+from sysdig_j1.extract import EXTRACTS, missing_resources, switched_off, unreadable
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
-from sysdig_j1.model import RESOURCES
+from sysdig_j1.model import RESOURCES, switched_off_types
 from sysdig_j1.scrub import NestedTooDeep, Scrubber
 from sysdig_j1.transform import Context, build_graph
 
 log = logging.getLogger(__name__)
 
-UNREADABLE = "unreadable.json"  # in the run's folder: the resources validate_config found the token may not read
+SKIPPED = "skipped.json"  # in the run's folder: resources validate_config left out on purpose, with why
 
 
 def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
@@ -39,6 +39,7 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
         jupiterone.base_url  # noqa: B018 - an unknown region or a missing host fails here
         jupiterone.session  # noqa: B018 - builds the session, which checks account id and key are set
         sysdig.finding_stages, sysdig.finding_min_severity  # noqa: B018 - an unknown setting fails here
+        off = switched_off(sysdig.disabled_resources)
     except ApiError as exc:
         if exc.status in (401, 403):
             raise AirflowFailException(f"Sysdig rejected the API token of {sysdig.describe()}: {exc}") from exc
@@ -59,52 +60,63 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
     account_id = str(account["customer.id"])
     log.info("Sysdig token accepted: %s, customer %s; JupiterOne %s; storage %s",
              sysdig.describe(), account_id, jupiterone.base_url, storage.base_url)
+    for resource, reason in off.items():
+        log.warning("%s will not be extracted: %s. Its types are removed from JupiterOne on this publish.",
+                    resource, reason)
     # Permissions first: a resource the token may not read is skipped, not failed halfway with 403s.
-    skipped = unreadable(sysdig.permissions())
+    skipped = {r: why for r, why in unreadable(sysdig.permissions()).items() if r not in off}
     for resource, reason in skipped.items():
         log.warning("%s will not be extracted: %s. JupiterOne keeps what it holds of its types.", resource, reason)
-    storage.write_json(storage.path(UNREADABLE), skipped)  # for check_extracts_complete
+    storage.write_json(storage.path(SKIPPED), {**skipped, **off})  # for check_extracts_complete
     return {
         "account_id": account_id,
         "app_url": sysdig.base_url,
         "account_name": sysdig.account_name,
         "region": sysdig.region,
         "unreadable": skipped,
+        "switched_off": off,
     }
 
 
 def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage,
             config: dict | None = None) -> dict:
     """Extract one resource, removing both connections' secrets wherever they appear in its records.
-    A resource `validate_config` found the token may not read is left out with a warning: no
-    manifest, so JupiterOne keeps its types (the task succeeds; an Airflow skip would also skip
-    `transform`, whose trigger rule needs every upstream task done)."""
-    reason = (config or {}).get("unreadable", {}).get(resource)
+    A resource `validate_config` found the token may not read, or switched off, is left out with a
+    warning: no manifest (the task succeeds; an Airflow skip would also skip `transform`, whose
+    trigger rule needs every upstream task done)."""
+    config = config or {}
+    reason = config.get("unreadable", {}).get(resource) or config.get("switched_off", {}).get(resource)
     if reason:
-        log.warning("%s is not extracted: %s; JupiterOne keeps what it holds of it", resource, reason)
+        log.warning("%s is not extracted: %s", resource, reason)
         return {"resource": resource, "not_extracted": reason}
     scrubber = Scrubber([sysdig.secret, jupiterone.secret])
     try:
-        return EXTRACTS[resource].run(sysdig, storage, scrubber)
+        declared = EXTRACTS[resource]
+        return declared.run(declared, sysdig, storage, scrubber)
     except ContractError as exc:  # the same records would break the contract again; they may quote anything
         raise AirflowFailException(scrubber.text(str(exc))) from None
 
 
 def transform(storage: RunStorage, config: dict) -> dict:
-    missing = missing_resources(storage)
-    if missing == set(RESOURCES):
+    """The graph; a resource switched off leaves its types out, so that JupiterOne removes them."""
+    off = set(config.get("switched_off", {}))
+    missing = missing_resources(storage) - off
+    if missing == set(RESOURCES) - off:
         raise AirflowFailException("no Sysdig resource was extracted in this run; nothing to publish")
-    entities, relationships, partial = build_graph(
-        Context(storage, app_url=config["app_url"], account_name=config["account_name"], missing=missing)
-    )
+    entities, relationships, partial = build_graph(Context(
+        storage, app_url=config["app_url"], account_name=config["account_name"], missing=missing, switched_off=off))
     if missing:
         log.warning("not extracted: %s; JupiterOne keeps what it has for %s", sorted(missing), partial)
+    removed = sorted(set().union(*switched_off_types(off)))
+    if removed:
+        log.warning("switched off: %s; JupiterOne removes every object of %s", sorted(off), removed)
     folder = storage.reset(storage.path("graph"))
     storage.write_parquet(folder / "entities.parquet", entities)
     storage.write_parquet(folder / "relationships.parquet", relationships)
     counts = {"entities": loader.type_counts(entities), "relationships": loader.type_counts(relationships)}
     log.info("graph built: %s", counts)
-    return {"path": str(folder), "account_id": config["account_id"], "counts": counts, "partial_types": partial}
+    return {"path": str(folder), "account_id": config["account_id"], "counts": counts, "partial_types": partial,
+            "switched_off_types": removed}
 
 
 def check_quality(storage: RunStorage, graph: dict) -> dict:
@@ -138,9 +150,11 @@ def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -
     changed = report_changes(storage, frames, snapshots, previous_graph, partial,
                              {"scope": scope, "run": str(storage.root), "dry run": bool(params.get("dry_run"))}, previous)
     if params.get("dry_run"):
-        return {**dry_run(storage, entities, relationships, scope, partial, previous, max_shrink), "changes": changed}
+        return {**dry_run(storage, entities, relationships, scope, partial, graph.get("switched_off_types", []),
+                          previous, max_shrink), "changes": changed}
     try:
         result = loader.publish(hook, entities, relationships, scope, partial_types=partial,
+                                switched_off_types=graph.get("switched_off_types"),
                                 previous_counts=previous, max_shrink=max_shrink)
     except loader.MassDeletionError as exc:
         raise AirflowFailException(str(exc)) from exc  # retrying cannot change the answer
@@ -194,7 +208,7 @@ def report_changes(storage: RunStorage, frames: dict, snapshots: dict, previous:
     return {"totals": document["totals"], "security": called_out}
 
 
-def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: list[str],
+def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: list[str], switched_off: list[str],
             previous: dict | None, max_shrink: float | None) -> dict:
     folder = storage.reset(storage.path("dry_run"))
     for kind, frame in (("entities", entities), ("relationships", relationships)):
@@ -210,7 +224,7 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
     else:
         counts = {**loader.type_counts(entities), **loader.type_counts(relationships)}
         try:
-            loader.check_mass_deletion(previous, counts, max_shrink, partial)
+            loader.check_mass_deletion(previous, counts, max_shrink, [*partial, *switched_off])
             verdict = "passes"
         except loader.MassDeletionError as exc:
             verdict = str(exc)
@@ -219,6 +233,7 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
         "entities": loader.type_counts(entities),
         "relationships": loader.type_counts(relationships),
         "partial_types": partial,
+        "switched_off_types": switched_off,
         "previous_publish": previous,
         "mass_deletion_check": verdict,
     }
@@ -230,10 +245,10 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
 def check_extracts_complete(storage: RunStorage) -> None:
     """The last task: a run that published partial data must still end failed, so alerts fire. Its
     message says what JupiterOne received, so nobody has to piece that together from other logs.
-    Resources the token may not read were skipped on purpose: a warning, not a failure."""
-    skipped = storage.read_json(storage.path(UNREADABLE)) if storage.path(UNREADABLE).exists() else {}
+    Resources the token may not read, or switched off, were skipped on purpose: a warning, not a failure."""
+    skipped = storage.read_json(storage.path(SKIPPED)) if storage.path(SKIPPED).exists() else {}
     for resource, reason in skipped.items():
-        log.warning("%s was not extracted: %s; JupiterOne kept what it holds of it", resource, reason)
+        log.warning("%s was not extracted: %s", resource, reason)
     missing = missing_resources(storage) - set(skipped)
     if not missing:
         return

@@ -2,7 +2,8 @@
 
 Three kinds of secret are removed:
 - by key: any field whose name looks like a credential (`accessKey`, `api-key`, `pwd`, `Cookie`,
-  `X-Auth-Token`, ...) is dropped with its whole value, wherever it is nested;
+  `X-Auth-Token`, ...) is dropped with its whole value, wherever it is nested, unless the value is
+  true or false (`isPasswordLoginEnabled` tells whether, never what);
 - by value: the connection's own secrets (the Sysdig token, the JupiterOne key), wherever they
   appear inside a string, and values that are plainly credentials (`Bearer ...`, JWTs, PEM
   private keys) are replaced with `***`;
@@ -83,7 +84,7 @@ class Scrubber:
         path names a credential is dropped; texts (and lists of texts) lose their secrets. The
         texts are searched joined, once, and only on a hit one by one: a secret inside one value
         is found in the joined text at the same place."""
-        if any(self.drops(part) for part in field.split(".")):
+        if any(self.drops(part) for part in field.split(".")) and not all(type(v) is bool for v in values if v is not None):
             return [None] * len(values)
         texts = [v for v in values if type(v) is str] + [x for v in values if type(v) is list for x in v
                                                           if type(x) is str]
@@ -107,7 +108,8 @@ class Scrubber:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         out = {} if isinstance(value, dict) else [None] * len(value)
         for key, item in items:
-            if isinstance(key, str) and self.drops(key):
+            # true/false under a credential-sounding name (isPasswordLoginEnabled) says whether, never what
+            if isinstance(key, str) and type(item) is not bool and self.drops(key):
                 continue
             if isinstance(item, str):  # most values: handled here, without a call per value
                 out[key] = self._values.sub(REDACTED, item)

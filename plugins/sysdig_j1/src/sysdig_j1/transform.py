@@ -26,6 +26,7 @@ from sysdig_j1.model import (
     Property,
     RelationshipType,
     partial_types,
+    switched_off_types,
 )
 from sysdig_j1.raw import read_raw
 
@@ -42,6 +43,7 @@ class Context:
     app_url: str = ""
     account_name: str | None = None
     missing: set[str] = field(default_factory=set)  # resources not extracted in this run
+    switched_off: set[str] = field(default_factory=set)  # resources the operator switched off
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def frame(self, resource: str) -> pd.DataFrame:
@@ -78,6 +80,7 @@ CONVERTERS: dict[str, Callable[[pd.Series], pd.Series]] = {
     "boolean": lambda s: s.astype("boolean"),
     "timestamp": lambda s: s.astype("Int64"),
     "string[]": as_string_list,
+    "integer[]": lambda s: s.map(lambda v: [int(x) for x in v], na_action="ignore"),
 }
 
 
@@ -151,6 +154,26 @@ def _cve_key(raw: pd.DataFrame, ctx: Context) -> pd.Series:
     return name.str.lower().where(name.str.fullmatch(r"(?i)CVE-\d{4}-\d{4,}").fillna(False).astype(bool))
 
 
+def _service_account_admin(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    customer_admin = column(raw, "systemRoles").map(lambda roles: "ROLE_CUSTOMER" in roles, na_action="ignore")
+    team_manager = as_string(column(raw, "teamRole")) == "ROLE_TEAM_MANAGER"
+    return (customer_admin.astype("boolean").fillna(False) | team_manager.fillna(False)).astype("boolean")
+
+
+def _sso_name(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    kind = "SSO (" + as_string(column(raw, "config.type")).fillna("unknown type") + ", "
+    return as_string(column(raw, "integrationName")).fillna(kind + as_string(column(raw, "product")).fillna("all products") + ")")
+
+
+def _provider_id(pattern: str, build: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataFrame, Context], pd.Series]:
+    """A cloud identifier out of a Kubernetes providerID: null unless it has this cloud's form."""
+    def derive(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+        parts = as_string(column(raw, "metadata.providerID")).str.extract(pattern)
+        return build(parts).astype("string").where(parts.notna().all(axis=1))
+
+    return derive
+
+
 DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
     "account_name": _account_name,
     "app_url": _app_url,
@@ -170,11 +193,29 @@ DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
     "finding_from_base_image": lambda raw, ctx: column(raw, "layer.baseImages").map(
         lambda pulls: pulls is not None and len(pulls) > 0, na_action="ignore").astype("boolean"),
     "cve_key": _cve_key,
+    # the listing: service_accounts/global, or service_accounts/teams/<id>
+    "service_account_scope": lambda raw, ctx: column(raw, "_partition").map(
+        lambda partition: "global" if partition == "global" else "team", na_action="ignore").astype("string"),
+    "service_account_admin": _service_account_admin,
+    "never_expires": lambda raw, ctx: column(raw, "expirationDate").isna().astype("boolean"),
+    "access_key_name": lambda raw, ctx: "Agent access key " + as_string(column(raw, "id")),
+    "sso_name": _sso_name,
+    "aws_instance_id": _provider_id(r"^aws:///[^/]*/(?P<id>i-[0-9a-f]+)$", lambda p: p["id"]),
+    "azure_vm_id": _provider_id(r"(?i)^azure://(?P<id>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                                r"Microsoft\.Compute/virtualMachines/[^/]+)$", lambda p: p["id"].str.lower()),
+    "gce_instance_link": _provider_id(r"^gce://(?P<project>[^/]+)/(?P<zone>[^/]+)/(?P<name>[^/]+)$", lambda p: (
+        "https://www.googleapis.com/compute/v1/projects/" + p["project"] + "/zones/" + p["zone"] + "/instances/"
+        + p["name"])),
+    "kube_cluster_key": lambda raw, ctx: "kube_cluster:" + as_string(column(raw, "name")),
+    "azure_resource_key": lambda raw, ctx: as_string(column(raw, "metadata.resourceId")).str.lower(),
+    "gke_cluster_key": lambda raw, ctx: "google_container_cluster:" + as_string(column(raw, "metadata.clusterId")),
 }
 
 
 def property_values(prop: Property, raw: pd.DataFrame, ctx: Context) -> pd.Series:
-    if prop.derive:
+    if prop.from_resource in ctx.switched_off:
+        values = pd.Series(pd.NA, index=raw.index, dtype="object")
+    elif prop.derive:
         values = DERIVATIONS[prop.derive](raw, ctx)
     elif prop.sources:
         values = first_of(raw, prop.sources)
@@ -208,16 +249,19 @@ def entity_frame(entity: EntityType, ctx: Context) -> pd.DataFrame:
 
 
 def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.DataFrame], ctx: Context) -> pd.DataFrame:
-    if relationship.mapped:  # the target is not ours: its key comes from a rule, and rows without one have none
+    if relationship.resource:
         raw = ctx.frame(relationship.resource)
-        to_keys = DERIVATIONS[relationship.target_key_rule](raw, ctx)
-        raw = raw[to_keys.notna()]
-        to_keys = to_keys[raw.index]
+        if relationship.many:  # one row per key of the list
+            raw = raw.explode(relationship.target_key_field).reset_index(drop=True)
+        if relationship.mapped:  # the target is not ours: a rule may make its value, and rows without one have none
+            rule = relationship.target_key_rule
+            to_keys = as_string(DERIVATIONS[rule](raw, ctx) if rule else column(raw, relationship.target_key_field))
+        else:
+            to_keys = relationship.target.type + ":" + as_string(column(raw, relationship.target_key_field))
         from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
-    elif relationship.resource:
-        raw = ctx.frame(relationship.resource)
-        from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
-        to_keys = relationship.target.type + ":" + as_string(column(raw, relationship.target_key_field))
+        # optional, mapped and list keys: a record without one has no such relationship (others are required)
+        present = from_keys.notna() & to_keys.notna()
+        raw, from_keys, to_keys = raw[present], from_keys[present], to_keys[present]
     else:  # the account owns every entity of the target type
         owners = entities[relationship.source.type]["_key"]
         if len(owners) != 1:
@@ -241,11 +285,14 @@ def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.Da
 
 
 def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Both frames, without the types a missing resource leaves incomplete; those are returned
-    as the partial datasets JupiterOne must keep as they are."""
+    """Both frames, without the types a missing resource leaves incomplete (returned as the
+    partial datasets JupiterOne must keep as they are) and without those of resources switched
+    off (which JupiterOne then removes)."""
     partial_entities, partial_relationships = partial_types(ctx.missing)
-    entities = {e.type: entity_frame(e, ctx) for e in ENTITIES if e.type not in partial_entities}
-    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS if r.type not in partial_relationships]
+    off_entities, off_relationships = switched_off_types(ctx.switched_off)
+    entities = {e.type: entity_frame(e, ctx) for e in ENTITIES if e.type not in partial_entities | off_entities}
+    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS
+                     if r.type not in partial_relationships | off_relationships]
     return (
         pd.concat(entities.values(), ignore_index=True) if entities else _empty(),
         pd.concat(relationships, ignore_index=True) if relationships else _empty(),

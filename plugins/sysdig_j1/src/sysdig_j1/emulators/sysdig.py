@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sysdig_j1.emulators.http import Emulator, Handler, Request, Response
-from sysdig_j1.emulators.sysdig_org import STAGES, OrgSpec, SysdigOrg, page
+from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg, page
 
 USERS_LIGHT_MODES = ("ok", "missing", "gone")
 LEGACY_SCANNING_MODES = ("ok", "gone", "empty")
@@ -59,9 +59,25 @@ _RUNTIME_RESULTS = "/secure/vulnerability/v1/runtime-results"
 _ME = "/api/users/me"
 _RESULT = r"/secure/vulnerability/v1/results/(?P<result_id>[^/]+)"
 _PERMISSIONS = "/api/users/me/permissions"
+_ROLES = "/platform/v1/roles"
+_SERVICE_ACCOUNTS = "/platform/v1/service-accounts"
+_TEAM_SERVICE_ACCOUNTS = r"/platform/v1/teams/(?P<team_id>[^/]+)/service-accounts"
+_ACCESS_KEYS = "/platform/v1/access-keys"
+_ZONES = "/platform/v1/zones"
+_SSO_SETTINGS = "/platform/v1/sso-settings"
+_IP_FILTERS = "/platform/v1/ip-filters"
+_INVENTORY = "/secure/inventory/v1/resources"
 # What the public API documents each route to require; a token without it gets 403. (No permission
-# is documented for the vulnerability routes, so they need none here.)
-ROUTE_PERMISSIONS = {_USERS: "users.read", _TEAMS: "customer-teams.read", _TEAM_USERS: "memberships.read"}
+# is documented for the vulnerability and inventory routes, so they need none here.)
+ROUTE_PERMISSIONS = {
+    _USERS: "users.read", _TEAMS: "customer-teams.read", _TEAM_USERS: "memberships.read", _ROLES: "roles.read",
+    _SERVICE_ACCOUNTS: "global-service-accounts.read", _TEAM_SERVICE_ACCOUNTS: "team-service-accounts.read",
+    _ACCESS_KEYS: "customer-access-keys.read", _ZONES: "zones.read", _SSO_SETTINGS: "sso-settings.read",
+    _IP_FILTERS: "ip-filters.read",
+}
+# The inventory filter clauses served: `field = "value"` or `field in ("a", "b")`, joined by `and`.
+_FILTER_CLAUSE = re.compile(r'^(?P<field>\w+)\s*(?:=\s*"(?P<one>[^"]*)"|in\s*\((?P<many>"[^"]*"(?:\s*,\s*"[^"]*")*)\))$')
+_FILTER_FIELDS = ("type", "platform", "category")
 ALL_PERMISSIONS = tuple(sorted(set(ROUTE_PERMISSIONS.values()) | {"policy-events.read"}))
 
 
@@ -186,6 +202,18 @@ def _offset_page(sequence: Sequence[int], offset: int, limit: int,
         },
         "data": [render(index) for index in page(sequence, offset, limit)],
     }
+
+
+def _inventory_filter(text: str) -> dict[str, set[str]]:
+    """The inventory filter as {field: allowed values}; 400 for anything this emulator does not serve."""
+    wanted: dict[str, set[str]] = {}
+    for clause in filter(None, (part.strip() for part in re.split(r"\s+and\s+", text.strip()))):
+        match = _FILTER_CLAUSE.match(clause)
+        if match is None or match["field"] not in _FILTER_FIELDS:
+            raise _HttpError(400, f"Invalid parameter 'filter': cannot parse {clause!r}")
+        values = {match["one"]} if match["one"] is not None else set(re.findall(r'"([^"]*)"', match["many"]))
+        wanted[match["field"]] = wanted.get(match["field"], values) & values
+    return wanted
 
 
 class _RateLimiter:
@@ -448,6 +476,14 @@ class SysdigEmulator(Emulator):
             **{f"/secure/vulnerability/v1/{stage}-results": self._stage_handler(stage)
                for stage in STAGES},
             _RESULT: self._full_result,
+            _ROLES: self._listing(lambda: range(self.org.spec.roles), self.org.role),
+            _SERVICE_ACCOUNTS: self._listing(lambda: range(self.org.spec.service_accounts), self.org.service_account),
+            _TEAM_SERVICE_ACCOUNTS: self._team_service_accounts,
+            _ACCESS_KEYS: self._listing(self._access_keys, self._access_key),
+            _ZONES: self._listing(lambda: range(self.org.spec.zones), self.org.zone),
+            _SSO_SETTINGS: lambda request: Response(body={"data": self.org.sso_settings()}),  # not paged
+            _IP_FILTERS: self._listing(lambda: range(self.org.spec.ip_filters), self.org.ip_filter),
+            _INVENTORY: self._inventory,
         }
         legacy = {
             _ME: self._me,
@@ -595,6 +631,44 @@ class SysdigEmulator(Emulator):
         if j is None:
             raise _HttpError(404, f"Team {raw_team_id} not found")
         return j
+
+    # -- public API: identities, keys, settings ------------------------------------------------
+    def _listing(self, indices: Callable[[], Sequence[int]], render: Callable[[int], dict[str, Any]]
+                 ) -> Callable[[Request], Response]:
+        """An offset-paged `/platform/v1` listing of `render(i)` for each of `indices()`."""
+        def handler(request: Request) -> Response:
+            offset, limit = _offset_and_limit(request, max_limit=200, default_limit=25)
+            return Response(body=_offset_page(indices(), offset, limit, render))
+
+        return handler
+
+    def _team_service_accounts(self, request: Request) -> Response:
+        j = self._team_index(request.params["team_id"])
+        offset, limit = _offset_and_limit(request, max_limit=200, default_limit=25)
+        return Response(body=_offset_page(range(self.org.spec.team_service_accounts), offset, limit,
+                                          lambda k: self.org.team_service_account(j, k)))
+
+    def _access_keys(self) -> list[int]:
+        """Keys of removed teams went with them."""
+        return [a for a in range(self.org.spec.access_keys)
+                if (team := self._access_key(a)["teamId"]) is None or self.org.team_index(team) is not None]
+
+    def _access_key(self, a: int) -> dict[str, Any]:
+        return self.org.access_key(a, range(TEAM_ID_BASE, TEAM_ID_BASE + self.org.spec.teams))
+
+    # -- public API: inventory (page-number paging) ------------------------------------------
+    def _inventory(self, request: Request) -> Response:
+        number = _int_param(request, "pageNumber", 1, 1, _MAX_OFFSET)
+        size = _int_param(request, "pageSize", 20, 1, 1000)
+        wanted = _inventory_filter(request.query.get("filter", ""))
+        items = [*map(self.org.cluster, range(self.org.spec.clusters)), *map(self.org.host, range(self.org.spec.hosts))]
+        items = [item for item in items if all(item[field] in values for field, values in wanted.items())]
+        start = (number - 1) * size
+        return Response(body={
+            "page": {"previous": number - 1 if number > 1 else None,
+                     "next": number + 1 if start + size < len(items) else None, "total": len(items)},
+            "data": items[start:start + size],
+        })
 
     # -- public API: vulnerability management ------------------------------------------------
     def _stage_handler(self, stage: str) -> Callable[[Request], Response]:

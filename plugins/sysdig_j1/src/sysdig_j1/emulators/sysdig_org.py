@@ -23,7 +23,13 @@ from sysdig_j1.emulators.sysdig_results import ResultCatalogue
 
 USER_ID_BASE = 10000
 TEAM_ID_BASE = 20000
+ROLE_ID_BASE = 5
 CUSTOM_TEAM_ROLE_ID = 7
+ZONE_ID_BASE = 40000
+SERVICE_ACCOUNT_ID_BASE = 50000  # global ones; a team's follow TEAM_SERVICE_ACCOUNT_ID_BASE
+TEAM_SERVICE_ACCOUNT_ID_BASE = 60000
+ACCESS_KEY_ID_BASE = 70000
+IP_FILTER_ID_BASE = 80000
 TEAM_THEME = "#7BB0B2"
 STAGES = ("runtime", "pipeline", "registry")
 
@@ -55,9 +61,19 @@ class OrgSpec:
     customer_name: str | None = None
     duplicate_users: int = 0  # the last n users repeat the first n ids (a data-quality fault)
     packages_per_scan: int = 20  # mean packages of an image's full scan result (~1.9 vulnerabilities each)
+    roles: int = 3  # custom roles; the memberships' custom role (CUSTOM_TEAM_ROLE_ID) needs 3
+    service_accounts: int = 3  # global ones
+    team_service_accounts: int = 1  # per team
+    access_keys: int = 5
+    zones: int = 3  # the first is the built-in "Entire Infrastructure"
+    ip_filters: int = 4
+    clusters: int = 3
+    hosts: int = 16  # nodes spread over the clusters, every (clusters + 1)th a host of no cluster
 
     def __post_init__(self) -> None:
-        for name in ("users", "teams", "admins", "scans", "duplicate_users", "packages_per_scan"):
+        for name in ("users", "teams", "admins", "scans", "duplicate_users", "packages_per_scan", "roles",
+                     "service_accounts", "team_service_accounts", "access_keys", "zones", "ip_filters", "clusters",
+                     "hosts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.admins > self.users:
@@ -124,7 +140,153 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class SysdigOrg:
+# -- identities, keys and settings (/platform/v1) -------------------------------------------------
+_ROLE_NAMES = ("Auditor", "Incident Responder", "Platform Operator")
+_MONITOR_PERMISSIONS = ("dashboards.read", "alerts.read", "alerts.edit", "metrics-data.read")
+_SECURE_PERMISSIONS = ("policy-events.read", "scanning.read", "runtime-policies.edit", "capture.read",
+                       "rapid-response.exec")
+_CLOUDS = ("aws", "azure", "gce", "none")
+_DISTRIBUTIONS = ("EKS", "AKS", "GKE", "OpenShift")
+_SSO_EPOCH = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+class PlatformMixin:
+    """Roles, service accounts, access keys, zones, SSO settings, IP filters and the inventory's
+    clusters and hosts, each a pure function of the spec and an index like the rest."""
+
+    spec: OrgSpec
+
+    def role(self, r: int) -> dict[str, Any]:
+        return {"id": ROLE_ID_BASE + r, "name": _ROLE_NAMES[r % 3] + ("" if r < 3 else f" {r}"),
+                "description": None if r % 3 == 2 else f"Custom role {r}",
+                "monitorPermissions": list(_MONITOR_PERMISSIONS[: 1 + r % 4]),
+                "securePermissions": list(_SECURE_PERMISSIONS[: 1 + (r * 2) % 5])}
+
+    def service_account(self, g: int) -> dict[str, Any]:
+        """A global service account: the first is a customer administrator."""
+        created = _USERS_EPOCH + timedelta(days=g)
+        return {"id": SERVICE_ACCOUNT_ID_BASE + g, "name": f"ci-bot-{g}", "teamId": None, "teamRole": None,
+                "systemRoles": ["ROLE_CUSTOMER"] if g == 0 else ["ROLE_USER"],
+                **self._token_dates(g, created)}
+
+    def team_service_account(self, j: int, k: int) -> dict[str, Any]:
+        n = j * self.spec.team_service_accounts + k
+        created = _TEAMS_EPOCH + timedelta(days=j, hours=k)
+        return {"id": TEAM_SERVICE_ACCOUNT_ID_BASE + n, "name": f"team-{j}-agent-{k}", "teamId": TEAM_ID_BASE + j,
+                "teamRole": "ROLE_TEAM_MANAGER" if n % 3 == 0 else "ROLE_TEAM_STANDARD", "systemRoles": ["ROLE_USER"],
+                **self._token_dates(n, created)}
+
+    @staticmethod
+    def _token_dates(n: int, created: datetime) -> dict[str, Any]:
+        """Every other token never expires; every third was never used."""
+        return {"dateCreated": _iso(created), "lastUpdated": _iso(created + timedelta(days=1)),
+                "lastUsed": None if n % 3 == 2 else _iso(created + timedelta(days=30 + n)),
+                "expirationDate": None if n % 2 == 0 else _iso(created + timedelta(days=365))}
+
+    def access_key_value(self, a: int) -> str:
+        """The secret an agent presents: the API returns it; nothing downstream may keep it."""
+        return str(uuid.UUID(bytes=hashlib.sha256(f"{self.spec.seed}:agent-key:{a}".encode()).digest()[:16], version=4))
+
+    def access_key(self, a: int, team_ids: Sequence[int]) -> dict[str, Any]:
+        created = _USERS_EPOCH + timedelta(days=2 * a)
+        enabled = a % 4 != 3
+        return {"id": ACCESS_KEY_ID_BASE + a, "isEnabled": enabled, "accessKey": self.access_key_value(a),
+                "dateCreated": _iso(created), "dateDisabled": None if enabled else _iso(created + timedelta(days=9)),
+                "agentLimit": None if a % 3 == 0 else 10 * a, "agentReservation": None if a % 3 == 0 else a,
+                "teamId": team_ids[a % len(team_ids)] if a % 2 == 0 and team_ids else None,
+                "metadata": {"purpose": "production" if a % 2 == 0 else "staging"}}
+
+    def zone(self, z: int) -> dict[str, Any]:
+        if z == 0:
+            scopes: list[dict[str, Any]] = []
+        else:
+            cluster = f"prod-{z % max(self.spec.clusters, 1)}"
+            scopes = [{"id": 10 * z, "targetType": "kubernetes", "rules": f'clusterId in ("{cluster}")'},
+                      {"id": 10 * z + 1, "targetType": "aws", "rules": 'account in ("123456789012")'}][: 1 + z % 2]
+        return {"id": ZONE_ID_BASE + z, "name": "Entire Infrastructure" if z == 0 else f"zone-{z}",
+                "description": "All resources" if z == 0 else None, "author": "Sysdig" if z == 0 else "user0@example.com",
+                "lastModifiedBy": None if z == 0 else "user1@example.com",
+                "lastUpdated": _epoch_ms(_TEAMS_EPOCH + timedelta(days=z)), "isSystem": z == 0, "scopes": scopes}
+
+    def sso_settings(self) -> list[dict[str, Any]]:
+        """SAML for Secure (on), OpenID for Monitor (off), whose config holds a client secret."""
+        created = _iso(_SSO_EPOCH)
+        return [
+            {"id": 1, "product": "secure", "isActive": True, "createUserOnLogin": True,
+             "isPasswordLoginEnabled": False, "isSingleLogoutEnabled": True, "isGroupMappingEnabled": True,
+             "groupMappingAttributeName": "groups", "integrationName": "Okta",
+             "config": {"type": "SAML", "metadataUrl": "https://acme.okta.example/app/sysdig/sso/saml/metadata",
+                        "emailParameter": "email", "isSignatureValidationEnabled": True},
+             "dateCreated": created, "lastUpdated": created, "version": 2},
+            {"id": 2, "product": "monitor", "isActive": False, "createUserOnLogin": False,
+             "isPasswordLoginEnabled": True, "isSingleLogoutEnabled": False, "isGroupMappingEnabled": False,
+             "groupMappingAttributeName": None, "integrationName": None,
+             "config": {"type": "OPENID", "issuerUrl": "https://login.acme.example", "clientId": "sysdig-monitor",
+                        "clientSecret": self.sso_client_secret()},
+             "dateCreated": created, "lastUpdated": created, "version": 1},
+        ]
+
+    def sso_client_secret(self) -> str:
+        return "oidc-" + _sha256(f"{self.spec.seed}:oidc-secret")[:24]
+
+    def ip_filter(self, f: int) -> dict[str, Any]:
+        return {"id": IP_FILTER_ID_BASE + f, "ipRange": f"10.{f}.0.0/16" if f % 2 == 0 else f"203.0.113.{f}/32",
+                "note": None if f % 3 == 1 else f"office {f}", "isEnabled": f % 3 != 2, "isAllowed": True,
+                "lastUpdated": _iso(_TEAMS_EPOCH + timedelta(days=f))}
+
+    # -- inventory -----------------------------------------------------------------------------
+    def _inventory_item(self, kind: str, n: int, name: str, platform: str, type_: str,
+                        metadata: dict[str, Any]) -> dict[str, Any]:
+        critical, high = n % 4, 2 + n % 5
+        summary = {"critical": critical, "high": high, "medium": 5, "low": 7, "negligible": 1, "hasExploit": n % 3 == 0}
+        zone = {"id": ZONE_ID_BASE, "name": "Entire Infrastructure"}
+        return {"hash": _sha256(f"{self.spec.seed}:{kind}:{n}")[:40], "name": name, "platform": platform,
+                "type": type_, "category": "Compute", "lastSeen": int(_SCANS_EPOCH.timestamp()) + 3600 * n,
+                "isExposed": n % 5 == 0, "validatedExposure": False, "labels": [f"env={'prod' if n % 2 == 0 else 'dev'}"],
+                "metadata": metadata, "resourceOrigin": "Deployed",
+                "posturePolicySummary": {"passPercentage": 80, "policies": []},
+                "vulnerabilitySummary": summary, "inUseVulnerabilitySummary": {**summary, "critical": critical // 2},
+                "zones": [zone], "containerInfo": []}
+
+    def cluster(self, c: int) -> dict[str, Any]:
+        distribution = _DISTRIBUTIONS[c % 4]
+        metadata: dict[str, Any] = {"distribution": distribution, "version": f"1.{28 + c % 4}"}
+        if distribution == "EKS":
+            metadata |= {"region": "us-east-1", "arn": f"arn:aws:eks:us-east-1:123456789012:cluster/prod-{c}"}
+        elif distribution == "AKS":
+            metadata |= {"region": "westeurope", "resourceId": (
+                f"/subscriptions/{self._subscription()}/resourceGroups/Prod-RG/providers/"
+                f"Microsoft.ContainerService/managedClusters/prod-{c}")}
+        elif distribution == "GKE":
+            metadata |= {"region": "us-central1", "clusterId": _sha256(f"{self.spec.seed}:gke:{c}")[:32]}
+        return self._inventory_item("cluster", c, f"prod-{c}", "Kubernetes", "Cluster", metadata)
+
+    def host(self, h: int) -> dict[str, Any]:
+        """Nodes of the clusters in turn, every (clusters + 1)th a host of no cluster; each group of
+        clusters + 1 runs on one cloud in turn (AWS, Azure, GCP, none)."""
+        group = self.spec.clusters + 1
+        cluster, cloud = h % group, _CLOUDS[(h // group) % 4]
+        name = f"node-{h}"
+        provider = {
+            "aws": f"aws:///us-east-1a/i-{_sha256(f'{self.spec.seed}:ec2:{h}')[:17]}",
+            "azure": (f"azure:///subscriptions/{self._subscription()}/resourceGroups/MC_Prod-RG/providers/"
+                      f"Microsoft.Compute/virtualMachines/{name}"),
+            "gce": f"gce://acme-prod/us-central1-a/{name}",
+            "none": None,
+        }[cloud]
+        in_cluster = cluster < self.spec.clusters
+        metadata = {"cluster": f"prod-{cluster}" if in_cluster else None,
+                    "nodeType": ("Master" if h % 5 == 0 else "Worker") if in_cluster else None,
+                    "os": "Ubuntu 22.04.4 LTS", "kernelVersion": f"6.5.0-{h}-generic", "agentVersion": "13.6.0",
+                    "providerID": provider}
+        return self._inventory_item("host", h, name, "Kubernetes" if in_cluster else "Linux",
+                                    "Node" if in_cluster else "Host", metadata)
+
+    def _subscription(self) -> str:
+        return str(uuid.UUID(bytes=hashlib.sha256(f"{self.spec.seed}:azure".encode()).digest()[:16], version=4))
+
+
+class SysdigOrg(PlatformMixin):
     """The organisation described by an `OrgSpec`; records are built on demand by index."""
 
     def __init__(self, spec: OrgSpec = OrgSpec()) -> None:
@@ -324,14 +486,25 @@ class SysdigOrg:
             "id": TEAM_ID_BASE + j, "name": self._team_name(j),
             "description": self._team_description(j),
             "isImmutableTeam": j < 2, "isDefaultTeam": j == 0,
-            "standardTeamRole": _TEAM_DEFAULT_ROLES[j % 3], "customTeamRoleId": None,
+            **self._team_role_default(j),
             "product": self._team_product(j),
             "uiSettings": {"entryPoint": {"module": "Explore"}, "theme": TEAM_THEME},
-            "isAllZones": True, "zoneIds": [], "scopes": [],
+            "isAllZones": not self.team_zones(j), "zoneIds": self.team_zones(j), "scopes": [],
             "additionalTeamPermissions": self._team_permissions(j),
             "dateCreated": _iso(created), "lastUpdated": _iso(created + timedelta(days=2)),
             "version": 1,
         }
+
+    def _team_role_default(self, j: int) -> dict[str, Any]:
+        """Every fourth team gives its members a custom role by default, the others a standard one."""
+        if j % 4 == 3 and self.spec.roles:
+            return {"standardTeamRole": None, "customTeamRoleId": ROLE_ID_BASE + j % self.spec.roles}
+        return {"standardTeamRole": _TEAM_DEFAULT_ROLES[j % 3], "customTeamRoleId": None}
+
+    def team_zones(self, j: int) -> list[int]:
+        """The zones a team is limited to: none (all zones) for the two built-in teams."""
+        custom = self.spec.zones - 1
+        return [] if j < 2 or custom < 1 else [ZONE_ID_BASE + 1 + j % custom]
 
     def legacy_team(self, j: int) -> dict[str, Any]:
         """The `/api/v2/teams/light` shape (no members, but a member count)."""
@@ -342,7 +515,7 @@ class SysdigOrg:
             "name": self._team_name(j), "description": self._team_description(j),
             "theme": TEAM_THEME, "show": "host", "origin": "SYSDIG",
             "immutable": j < 2, "default": j == 0,
-            "defaultTeamRole": _TEAM_DEFAULT_ROLES[j % 3],
+            "defaultTeamRole": self._team_role_default(j)["standardTeamRole"],
             "canUseSysdigCapture": permissions["hasSysdigCaptures"],
             "canUseAgentCli": permissions["hasAgentCli"],
             "canUseCustomEvents": permissions["hasInfrastructureEvents"],
@@ -482,3 +655,4 @@ class SysdigOrg:
             "imageId": self._image_hex(k), "origin": "sysdig-secure",
             "policyStatus": _LEGACY_POLICY_STATUSES[k % 3],
         }
+

@@ -5,7 +5,8 @@ URL overriding the region (on-premises installs, the emulator); without either, 
 detected by asking every region's host who we are (tokens are region-scoped). Extras
 `account_name`, `image_scan_source`, `max_concurrency` (default 8), and which findings to publish:
 `finding_stages` (default runtime: what is running) and `finding_min_severity` (default low:
-everything but negligible).
+everything but negligible); `disabled_resources`, resources switched off (their types are removed
+from JupiterOne).
 
 Listings are fetched with as few, as large and as concurrent requests as the API allows: the first
 page of an offset listing tells the total, then all remaining pages go out at once (bounded by
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 200  # /platform/v1 offset endpoints accept limit 1..200
 MAX_CURSOR_PAGE = 1000  # /secure/vulnerability/v1 endpoints accept limit 1..1000
+MAX_INVENTORY_PAGE = 1000  # /secure/inventory/v1 accepts pageSize 1..1000
 LEGACY_PAGE = 1000
 GONE = (404, 410)  # how a retired legacy endpoint answers
 MAX_EMPTY_PAGES = 3  # consecutive empty pages that still point to a next one: a server spinning
@@ -43,8 +45,9 @@ DETECT_TIMEOUT = (5, 10)
 
 @dataclass(frozen=True)
 class Listing:
-    """One paged endpoint. `paging`: "offset" (page.total or total), "cursor" (page.next) or
-    "legacy" (resultsDirect's options.canLoadMore). `optional` listings whose first page answers
+    """One paged endpoint. `paging`: "offset" (offset/limit, page.total or total), "page"
+    (pageNumber/pageSize, page.total: the inventory), "cursor" (page.next), "legacy" (resultsDirect's
+    options.canLoadMore) or "none" (one answer holds the whole list). `optional` listings whose first page answers
     404/410 yield one empty page, with a warning, instead of failing the crawl (retired legacy endpoints)."""
 
     path: str
@@ -157,6 +160,13 @@ class SysdigHook(ApiHook):
         return tuple(dict.fromkeys(stages))
 
     @cached_property
+    def disabled_resources(self) -> tuple[str, ...]:
+        """Resources switched off on purpose: a list or comma-separated text (checked by the caller)."""
+        value = self.extra.get("disabled_resources") or ""
+        names = value if isinstance(value, list) else str(value).split(",")
+        return tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+
+    @cached_property
     def finding_min_severity(self) -> str:
         severity = self.extra.get("finding_min_severity") or DEFAULT_FINDING_MIN_SEVERITY
         if severity not in SEVERITIES:
@@ -245,13 +255,17 @@ class SysdigHook(ApiHook):
     def _position(listing: Listing, position: Any) -> dict[str, Any]:
         if listing.paging == "cursor":
             return {"limit": listing.limit, **({"cursor": position} if position else {})}
+        if listing.paging == "page":  # planned like offsets: the position is the page's first record
+            return {"pageNumber": (position or 0) // listing.limit + 1, "pageSize": listing.limit}
+        if listing.paging == "none":
+            return {}
         return {"offset": position or 0, "limit": listing.limit}
 
     @staticmethod
     def _follow_ups(listing: Listing, number: int, position: Any, walk: _Walk, body: dict, records: list) -> list:
         """The pages still to fetch after this one, once this page is shown to fit a complete listing.
 
-        Offset listings: the first page tells the total and every other page is planned at once;
+        Offset and page-number listings: the first page tells the total and every other page is planned at once;
         each page must hold exactly its share and repeat the same total. Cursor and legacy
         listings walk one page at a time, so they keep a `_Walk`: a cursor seen before, a run of
         empty pages, more pages than the total allows, or an end short of the total is an error.
@@ -259,7 +273,11 @@ class SysdigHook(ApiHook):
         def fail(problem: str) -> ListingError:
             return ListingError("GET", listing.path, f"incomplete listing: page {number}: {problem}")
 
-        if listing.paging == "offset":
+        if listing.paging == "none":
+            if _object(body, "page", fail).get("next"):
+                raise fail("the answer points to a next page of a listing that has no paging")
+            return []
+        if listing.paging in ("offset", "page"):
             offset = position or 0
             total = _total(body, fail)
             if total is None:
