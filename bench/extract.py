@@ -70,8 +70,8 @@ def child(url: str) -> None:
     from sysdig_j1.scrub import Scrubber
 
     def teams_then_memberships(hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> None:
-        extract.extract_teams(hook, storage, scrubber)
-        extract.extract_team_memberships(hook, storage, scrubber)
+        extract.run("teams", hook, storage, scrubber)
+        extract.run("team_memberships", hook, storage, scrubber)
 
     with tempfile.TemporaryDirectory() as folder:
         storage = RunStorage(f"file://{folder}", "bench", "run")

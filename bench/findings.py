@@ -72,7 +72,7 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
         for name in ("account", "users", "teams", "team_memberships", "image_scans"):
             extract.EXTRACTS[name].run(hook, storage, scrubber)
         started, cpu = time.perf_counter(), time.process_time()
-        result = {"findings": extract.extract_findings(hook, storage, scrubber)["records"]}
+        result = {"findings": extract.run("findings", hook, storage, scrubber)["records"]}
         result["wall"], result["cpu"] = time.perf_counter() - started, time.process_time() - cpu
         with open(config_path, "w") as out:
             json.dump(config, out)

@@ -67,6 +67,7 @@ def test_a_publish_reports_and_alerts_on_exactly_what_changed(dag, start_sysdig,
         "sysdig_team:20000": {"userCount": [9, 10]}, "sysdig_team:20002": {"userCount": [9, 10]}}  # 20001: +1 -1
     assert len(changed) == 4
     assert report["entities"]["sysdig_team"]["removed"] == [f"sysdig_team:{REMOVED_TEAM}"]
+    assert report["entities"]["sysdig_service_account"]["removed"] == ["sysdig_service_account:60003"]
     assert report["relationships"]["sysdig_account_has_team"]["removed"] == [
         f"sysdig_account:5000001|has|sysdig_team:{REMOVED_TEAM}"]
 
@@ -74,8 +75,9 @@ def test_a_publish_reports_and_alerts_on_exactly_what_changed(dag, start_sysdig,
         asset = session.query(AssetModel).filter_by(name="sysdig_jupiterone.jupiterone_graph").one()
         event = session.query(AssetEvent).filter_by(asset_id=asset.id).order_by(AssetEvent.id.desc()).first()
         assert event.extra["totals"] == report["totals"] == {
-            "entities": {"added": 0, "removed": 1, "changed": 4},
-            "relationships": {"added": 3, "removed": 11, "changed": 0}}
+            # the removed team, and its service account (with the team's HAS, the account's HAS and its USES zone)
+            "entities": {"added": 0, "removed": 2, "changed": 4},
+            "relationships": {"added": 3, "removed": 14, "changed": 0}}
 
     fired = {e["name"]: e["new"] for e in jupiterone.evaluate_rules()}
     assert fired == {
@@ -86,5 +88,6 @@ def test_a_publish_reports_and_alerts_on_exactly_what_changed(dag, start_sysdig,
         "sysdig-team-removed": [f"sysdig_team:{REMOVED_TEAM}"],
         "sysdig-image-scan-failing-policy": [],
         "sysdig-kev-cve-running": [],  # its findings were there at the baseline evaluation, and are unchanged
+        "sysdig-new-admin-service-account": [],  # likewise
     }
     assert {e["name"]: e["alertLevel"] for e in jupiterone.evaluate_rules()} == dict.fromkeys(fired)  # nothing new

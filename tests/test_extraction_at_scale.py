@@ -47,10 +47,10 @@ def stats(emulator) -> dict:
 def test_concurrency_never_exceeds_the_configured_bound(sysdig_hook, storage, bound):
     hook, emulator = sysdig_hook(OrgSpec(users=1000, teams=12, scans=30), extra={"max_concurrency": bound},
                                  latency=0.02)
-    extract.extract_teams(hook, storage, Scrubber([hook.secret]))
+    extract.run("teams", hook, storage, Scrubber([hook.secret]))
 
-    extract.extract_users(hook, storage, Scrubber([hook.secret]))
-    manifest = extract.extract_team_memberships(hook, storage, Scrubber([hook.secret]))
+    extract.run("users", hook, storage, Scrubber([hook.secret]))
+    manifest = extract.run("team_memberships", hook, storage, Scrubber([hook.secret]))
 
     assert manifest["records"]["team_memberships"] == 998 + 2 * 12
     assert stats(emulator)["peak_in_flight"] == bound  # reached, never passed
@@ -59,9 +59,8 @@ def test_concurrency_never_exceeds_the_configured_bound(sysdig_hook, storage, bo
 def test_requests_are_pages_plus_teams_plus_a_constant(sysdig_hook, storage):
     hook, emulator = sysdig_hook(OrgSpec(users=2000, teams=50, scans=5000))
 
-    for extract_resource in (extract.extract_account, extract.extract_users, extract.extract_teams,
-                             extract.extract_team_memberships, extract.extract_image_scans):
-        extract_resource(hook, storage, Scrubber([hook.secret]))
+    for resource in ("account", "users", "teams", "team_memberships", "image_scans"):
+        extract.run(resource, hook, storage, Scrubber([hook.secret]))
 
     made = stats(emulator)["requests"]
     assert made == {
@@ -104,7 +103,7 @@ def test_rate_limit_headers_are_followed_so_no_429_happens(sysdig_hook, storage)
                                  rate_limit_window=1)
     started = time.monotonic()
 
-    manifest = extract.extract_users(hook, storage, Scrubber([hook.secret]))
+    manifest = extract.run("users", hook, storage, Scrubber([hook.secret]))
 
     assert manifest["records"] == {"users": 2400, "users_light": 2400}  # 12 + 3 requests
     assert "429" not in stats(emulator)["statuses"]
@@ -124,7 +123,7 @@ def test_server_error_storm_beyond_the_retry_budget_fails_clearly(sysdig_hook, s
     hook, emulator = sysdig_hook(error_rate=1.0)
 
     with pytest.raises(ApiError, match=r"Sysdig GET /platform/v1/teams failed: HTTP 503: .+") as error:
-        extract.extract_teams(hook, storage, Scrubber([hook.secret]))
+        extract.run("teams", hook, storage, Scrubber([hook.secret]))
 
     assert error.value.status == 503
     assert stats(emulator)["requests"]["GET /platform/v1/teams"] == 6  # first try + 5 retries
@@ -133,7 +132,7 @@ def test_server_error_storm_beyond_the_retry_budget_fails_clearly(sysdig_hook, s
 def test_dropped_connections_are_retried(sysdig_hook, storage):
     hook, emulator = sysdig_hook(OrgSpec(users=1000), drop_rate=0.3)
 
-    manifest = extract.extract_users(hook, storage, Scrubber([hook.secret]))
+    manifest = extract.run("users", hook, storage, Scrubber([hook.secret]))
 
     assert manifest["records"] == {"users": 1000, "users_light": 1000}
     assert sum(stats(emulator)["requests"].values()) > 5 + 1  # some of the 6 pages were asked again
@@ -143,7 +142,7 @@ def test_truncated_body_fails_clearly(sysdig_hook, storage):
     hook, _ = sysdig_hook(truncate_rate=1.0)
 
     with pytest.raises(ApiError, match=r"Sysdig GET /platform/v1/teams failed: .*(IncompleteRead|invalid JSON)"):
-        extract.extract_teams(hook, storage, Scrubber([hook.secret]))
+        extract.run("teams", hook, storage, Scrubber([hook.secret]))
 
 
 def test_read_timeouts_are_retried_then_fail_clearly(sysdig_hook, monkeypatch):
@@ -177,8 +176,8 @@ def test_gone_legacy_sources_do_not_break_the_run(sysdig_hook, storage):
     hook, _ = sysdig_hook(extra={"image_scan_source": "legacy-scanning"}, users_light="gone",
                           legacy_scanning="gone")
 
-    users = extract.extract_users(hook, storage, Scrubber([hook.secret]))
-    scans = extract.extract_image_scans(hook, storage, Scrubber([hook.secret]))
+    users = extract.run("users", hook, storage, Scrubber([hook.secret]))
+    scans = extract.run("image_scans", hook, storage, Scrubber([hook.secret]))
 
     assert users["records"] == {"users": 30, "users_light": 0}
     assert scans["records"] == {"image_scans/legacy": 0}
@@ -187,7 +186,7 @@ def test_gone_legacy_sources_do_not_break_the_run(sysdig_hook, storage):
 def peak_memory_of_scan_extract(hook: SysdigHook, storage: RunStorage) -> int:
     tracemalloc.start()
     try:
-        extract.extract_image_scans(hook, storage, Scrubber([hook.secret]))
+        extract.run("image_scans", hook, storage, Scrubber([hook.secret]))
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -196,7 +195,7 @@ def peak_memory_of_scan_extract(hook: SysdigHook, storage: RunStorage) -> int:
 def test_extract_memory_stays_flat_as_the_organisation_grows(sysdig_hook, tmp_path):
     hooks = {scans: sysdig_hook(OrgSpec(scans=scans), extra={"max_concurrency": 2})[0] for scans in (3_000, 30_000)}
     storages = {name: RunStorage(f"file://{tmp_path}/{name}", "dag", "run") for name in ("warm-up", 3_000, 30_000)}
-    extract.extract_image_scans(hooks[3_000], storages["warm-up"], Scrubber())  # one-time allocations (imports, pools)
+    extract.run("image_scans", hooks[3_000], storages["warm-up"], Scrubber())  # one-time allocations (imports, pools)
 
     small = peak_memory_of_scan_extract(hooks[3_000], storages[3_000])
     large = peak_memory_of_scan_extract(hooks[30_000], storages[30_000])
@@ -210,7 +209,7 @@ def test_a_long_extract_logs_its_progress_per_listing(sysdig_hook, storage, monk
     monkeypatch.setattr(extract, "PROGRESS_SECONDS", 0.0)  # every page, instead of every 15 s
 
     with caplog.at_level("INFO", logger="sysdig_j1.extract"):
-        extract.extract_image_scans(hook, storage, Scrubber())
+        extract.run("image_scans", hook, storage, Scrubber())
 
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
     assert len(lines) == 6  # 2,000 scans per stage in pages of 1,000

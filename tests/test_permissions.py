@@ -6,6 +6,7 @@ from __future__ import annotations
 import requests
 from conftest import SYSDIG_TOKEN, task_states
 
+from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 
 SCOPE = "sysdig-j1:5000001"
@@ -32,7 +33,9 @@ def test_a_token_lacking_two_permissions_publishes_the_rest_and_keeps_their_obje
     assert set(task_states(dag.test()).values()) == {"success"}
     before = jupiterone.graph(SCOPE)
 
-    limited = start_sysdig(OrgSpec(users=29), permissions=("users.read",))  # user 10029 has left since
+    # user 10029 has left since
+    limited = start_sysdig(OrgSpec(users=29), permissions=[p for p in ALL_PERMISSIONS
+                                                           if p not in ("customer-teams.read", "memberships.read")])
     connect(limited, jupiterone)
     run = dag.test()
 
@@ -48,4 +51,8 @@ def test_a_token_lacking_two_permissions_publishes_the_rest_and_keeps_their_obje
     assert ("team_memberships will not be extracted: the token lacks the permission memberships.read") in logs
     asked = requests.get(f"{limited.url}/_emulator/stats", timeout=5).json()["requests"]
     assert not [route for route in asked if "/platform/v1/teams" in route]  # no 403 was ever asked for
-    assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": sorted(TEAM_TYPES)}
+    # and what is listed per team: the team service accounts, so the service accounts
+    assert "service_accounts will not be extracted: it is listed per teams record, and teams cannot be read" in logs
+    kept = TEAM_TYPES | {"sysdig_service_account", "sysdig_account_has_service_account", "sysdig_team_has_service_account",
+                         "sysdig_team_has_access_key", "sysdig_team_uses_zone", "sysdig_team_assigned_role"}
+    assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": sorted(kept)}

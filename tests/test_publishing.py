@@ -77,11 +77,17 @@ def test_dry_run_calls_nothing_and_writes_the_would_be_upload(dag, start_sysdig,
     entities = json.loads((folder / "entities.json").read_text())
     relationships = json.loads((folder / "relationships.json").read_text())
     found = expected_findings(OrgSpec())
+    # IAM and inventory: 3 roles, 7 service accounts, 5 access keys, 3 zones, 2 SSO settings, 4 IP
+    # filters, 3 clusters and 16 hosts, each owned by the account; team ASSIGNED role 1, HAS service
+    # account 4, HAS access key 3, USES zone 2; cluster HAS host 12; and 18 mapped IS (12 hosts on a
+    # cloud, each cluster a kube_cluster, 3 of them managed)
+    platform = 3 + 7 + 5 + 3 + 2 + 4 + 3 + 16
     assert (len(entities), len(relationships)) == (
-        80 + found["findings"], 115 + found["findings"] + found["cve_relationships"])
-    assert {e["_type"] for e in entities} == {"sysdig_account", "sysdig_user", "sysdig_team", "sysdig_image_scan",
-                                              "sysdig_finding"}
+        80 + platform + found["findings"],
+        115 + platform + 1 + 4 + 3 + 2 + 12 + 18 + found["findings"] + found["cve_relationships"])
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["entities"] == {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 45,
-                                   "sysdig_finding": found["findings"]}
+                                   "sysdig_finding": found["findings"], "sysdig_role": 3, "sysdig_service_account": 7,
+                                   "sysdig_access_key": 5, "sysdig_zone": 3, "sysdig_sso_setting": 2,
+                                   "sysdig_ip_filter": 4, "sysdig_cluster": 3, "sysdig_host": 16}
     assert summary["mass_deletion_check"].startswith("not checked: first publish")

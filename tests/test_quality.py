@@ -24,7 +24,7 @@ from sysdig_j1.transform import Context, build_graph
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
-    org = SysdigOrg(OrgSpec(users=6, teams=2, scans=9))
+    org = SysdigOrg(OrgSpec(users=6, teams=4, scans=9))  # team 2 has a custom role and a zone
     storage = RunStorage(f"file://{tmp_path_factory.mktemp('quality')}", "sysdig_jupiterone", "manual__test")
 
     def store(listing: str, records: list[dict]) -> None:
@@ -38,6 +38,16 @@ def frames(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
         store(f"team_memberships/{TEAM_ID_BASE + j}", list(map(partial(org.membership, j), org.members(j, True))))
     for stage in STAGES:
         store(f"image_scans/{stage}", [org.stage_result(stage, k) for k in org.scans(stage)])
+    store("roles", [org.role(r) for r in range(org.spec.roles)])
+    store("service_accounts/global", [org.service_account(g) for g in range(org.spec.service_accounts)])
+    for j in org.teams():
+        store(f"service_accounts/teams/{TEAM_ID_BASE + j}", [org.team_service_account(j, 0)])
+    store("access_keys", [org.access_key(a, [TEAM_ID_BASE + j for j in org.teams()]) for a in range(4)])
+    store("zones", [org.zone(z) for z in range(org.spec.zones)])
+    store("sso_settings", org.sso_settings())
+    store("ip_filters", [org.ip_filter(f) for f in range(org.spec.ip_filters)])
+    store("clusters", [org.cluster(c) for c in range(org.spec.clusters)])
+    store("hosts", [org.host(h) for h in range(org.spec.hosts)])
     scans = [org.stage_result("runtime", k)["resultId"] for k in org.scans("runtime")]
     store("findings/runtime", [record for scan in scans
                                for record in flatten(json.loads(org.full_result(scan)), scan, "runtime", "low")[0]])

@@ -16,6 +16,7 @@ from conftest import REPO
 from sysdig_j1 import quality
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.model import ENTITIES, MAPPED_TARGETS
 
 ARTIFACTS = REPO / ".test-artifacts"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -98,8 +99,8 @@ def test_the_browser_shows_the_changes_counts_quality_and_the_graph(report_page,
     assert re.search(r"sysdig_team\s*4\s*4\s*\+0\s*0\s*0\s*1", counts)  # userCount changed
     assert f"All {len(quality.build_checks())} checks passed." in page.text_by_id["quality"]
     type_nodes = [a["data-type"] for tag, a in page.tags if tag == "g" and "type-node" in a.get("class", "")]
-    assert sorted(type_nodes) == ["cve", "sysdig_account", "sysdig_finding", "sysdig_image_scan", "sysdig_team",
-                                  "sysdig_user"]
+    assert sorted(type_nodes) == sorted([e.type for e in ENTITIES] + [t.type for t in MAPPED_TARGETS])
+    assert {"cve", "kube_cluster", "sysdig_user", "sysdig_host"} <= set(type_nodes)
     assert "sysdig_user29" in page.text_by_id["type-graph"].replace(" ", "")  # the user node shows 29
     assert "entity-graph" not in page.text_by_id  # with its findings, too large to draw every entity
 

@@ -293,6 +293,12 @@ EXTRACTS = {declared.resource: declared for declared in (
 )}
 
 
+def run(resource: str, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
+    """Extract one resource as declared; returns its manifest."""
+    declared = EXTRACTS[resource]
+    return declared.run(declared, hook, storage, scrubber)
+
+
 def unreadable(granted: set[str] | None) -> dict[str, str]:
     """Resources the token may not read, each with why: a missing permission, or an extract it
     runs after that cannot run. None (permissions unknown) skips nothing."""

@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from sysdig_j1 import changes, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
-from sysdig_j1.extract import EXTRACTS, missing_resources, switched_off, unreadable
+from sysdig_j1.extract import missing_resources, switched_off, unreadable, run as run_extract
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
@@ -91,8 +91,7 @@ def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, stora
         return {"resource": resource, "not_extracted": reason}
     scrubber = Scrubber([sysdig.secret, jupiterone.secret])
     try:
-        declared = EXTRACTS[resource]
-        return declared.run(declared, sysdig, storage, scrubber)
+        return run_extract(resource, sysdig, storage, scrubber)
     except ContractError as exc:  # the same records would break the contract again; they may quote anything
         raise AirflowFailException(scrubber.text(str(exc))) from None
 

@@ -97,8 +97,8 @@ def _quality(quality: dict | None) -> str:
 
 def _type_graph(counts: dict[str, int]) -> str:
     """Entity types on a circle, relationship types as labelled lines between them."""
-    types = [e.type for e in ENTITIES] + [t.type for t in MAPPED_TARGETS]  # mapped targets: JupiterOne's CVEs
-    width, height, radius = 760, 420, 150
+    types = [e.type for e in ENTITIES] + [t.type for t in MAPPED_TARGETS]  # mapped targets: CVEs, cloud assets
+    width, height, radius = 1000, 640, 260
     centre = (width / 2, height / 2)
     at = {t: (centre[0] + radius * 1.6 * math.cos(2 * math.pi * n / len(types) - math.pi / 2),
               centre[1] + radius * math.sin(2 * math.pi * n / len(types) - math.pi / 2)) for n, t in enumerate(types)}

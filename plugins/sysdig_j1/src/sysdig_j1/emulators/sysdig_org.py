@@ -497,7 +497,7 @@ class SysdigOrg(PlatformMixin):
 
     def _team_role_default(self, j: int) -> dict[str, Any]:
         """Every fourth team gives its members a custom role by default, the others a standard one."""
-        if j % 4 == 3 and self.spec.roles:
+        if j % 4 == 2 and self.spec.roles:
             return {"standardTeamRole": None, "customTeamRoleId": ROLE_ID_BASE + j % self.spec.roles}
         return {"standardTeamRole": _TEAM_DEFAULT_ROLES[j % 3], "customTeamRoleId": None}
 
