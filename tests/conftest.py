@@ -121,6 +121,17 @@ def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
+# IAM and inventory of the default OrgSpec (test_iam_inventory derives and checks them in detail).
+PLATFORM_ENTITIES = {"sysdig_role": 3, "sysdig_service_account": 7, "sysdig_access_key": 5, "sysdig_zone": 3,
+                     "sysdig_sso_setting": 2, "sysdig_ip_filter": 4, "sysdig_cluster": 3, "sysdig_host": 16}
+PLATFORM_RELATIONSHIPS = {
+    **{f"sysdig_account_has_{t.removeprefix('sysdig_')}": n for t, n in PLATFORM_ENTITIES.items()},
+    "sysdig_team_assigned_role": 1, "sysdig_team_has_service_account": 4, "sysdig_team_has_access_key": 3,
+    "sysdig_team_uses_zone": 2, "sysdig_cluster_has_host": 12,
+    # hosts and clusters IS other integrations' assets: none published here, and none created
+}
+
+
 def expected_findings(spec: OrgSpec, stages: tuple[str, ...] = ("runtime",),
                       severities: tuple[str, ...] = ("critical", "high", "medium", "low")) -> dict:
     """What the emulator's full results hold, counted from their vulnerability maps (not from the

@@ -14,10 +14,20 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import J1_ACCOUNT, J1_KEY, REPO, SYSDIG_TOKEN, expected_findings, storage_text
+from conftest import (
+    J1_ACCOUNT,
+    J1_KEY,
+    PLATFORM_ENTITIES,
+    PLATFORM_RELATIONSHIPS,
+    REPO,
+    SYSDIG_TOKEN,
+    expected_findings,
+    storage_text,
+)
 from real_stack import stack, wait_for
 
 from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
+from sysdig_j1.extract import EXTRACTS
 from sysdig_j1.emulators.sysdig import SysdigEmulator
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 
@@ -29,11 +39,11 @@ ORG = OrgSpec(scans=330)
 FOUND = expected_findings(ORG)
 EXPECTED = {
     "entities": {"sysdig_account": 1, "sysdig_user": 30, "sysdig_team": 4, "sysdig_image_scan": 330,
-                 "sysdig_finding": FOUND["findings"]},
+                 "sysdig_finding": FOUND["findings"], **PLATFORM_ENTITIES},
     "relationships": {"sysdig_account_has_user": 30, "sysdig_account_has_team": 4,
                       "sysdig_account_has_image_scan": 330, "sysdig_team_has_user": 36,
                       "sysdig_image_scan_identified_finding": FOUND["findings"],
-                      "sysdig_finding_is_cve": FOUND["cve_relationships"]},
+                      "sysdig_finding_is_cve": FOUND["cve_relationships"], **PLATFORM_RELATIONSHIPS},
 }
 
 
@@ -170,4 +180,4 @@ def test_the_dag_and_every_task_carry_docs_for_the_ui(world):
 
     assert "Sync a Sysdig Secure account into the JupiterOne graph" in airflow.ok("GET", f"/dags/{DAG}/details")["doc_md"]
     tasks = airflow.ok("GET", f"/dags/{DAG}/tasks")["tasks"]
-    assert len(tasks) == 11 and all(task["doc_md"] for task in tasks), [t["task_id"] for t in tasks if not t["doc_md"]]
+    assert len(tasks) == len(EXTRACTS) + 5 and all(task["doc_md"] for task in tasks), [t["task_id"] for t in tasks if not t["doc_md"]]
