@@ -9,6 +9,7 @@ integration's scope holds, and the would-be upload for what they carry.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 
@@ -21,7 +22,7 @@ from sysdig_j1 import load
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
-from sysdig_j1.hooks.sysdig import Listing, SysdigHook
+from sysdig_j1.hooks.sysdig import Listing, ListingError, SysdigHook
 from sysdig_j1.model import RELATIONSHIPS
 
 SCOPE = "sysdig-j1:5000001"
@@ -328,3 +329,18 @@ def test_page_number_listings_are_complete_whatever_the_page_size(start_sysdig, 
     pages = list(SysdigHook().iter_pages([listing]))
     names = [h["name"] for page in sorted(pages, key=lambda p: p.number) for h in page.records]
     assert names == [f"node-{h}" for h in range(16)]
+
+
+@pytest.mark.parametrize(("scenario", "listing", "problem"), [
+    ("short_inventory_pages", Listing("/secure/inventory/v1/resources", "hosts", paging="page", limit=1000,
+                                      params={"filter": 'type in ("Host", "Node")'}),
+     "incomplete listing: page 0: 5 records at offset 0, expected 16 of 16"),
+    ("paged_sso_settings", Listing("/platform/v1/sso-settings", "sso_settings", paging="none"),
+     "incomplete listing: page 0: the answer points to a next page of a listing that has no paging"),
+])
+def test_a_listing_that_drops_rows_or_hides_pages_fails(start_sysdig, monkeypatch, scenario, listing, problem):
+    sysdig = start_sysdig(OrgSpec(), scenario=scenario)
+    monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(
+        {"conn_type": "sysdig", "host": sysdig.url, "password": SYSDIG_TOKEN, "extra": {"region": "us2"}}))
+    with pytest.raises(ListingError, match=re.escape(f"GET {listing.path} failed: {problem}")):
+        list(SysdigHook().iter_pages([listing]))

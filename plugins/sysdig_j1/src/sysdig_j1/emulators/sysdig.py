@@ -44,7 +44,7 @@ SCENARIOS = (
     "short_member_pages", "changing_total", "cursor_loop", "endless_empty", "endless_pages",
     "string_user_id", "bool_as_text", "data_not_list", "item_not_object", "body_not_object",
     "deep_nesting", "lone_surrogate", "mixed_dates", "pre_1970_date", "bad_date", "echo_token",
-    "nested_secrets", "error_echo", "redirect", "dangling_reference",
+    "nested_secrets", "error_echo", "redirect", "dangling_reference", "short_inventory_pages", "paged_sso_settings",
 )
 _MAX_OFFSET = 2_147_483_647
 _MAX_CURSOR_CHARS = 300
@@ -320,6 +320,13 @@ def _short_pages(emulator: SysdigEmulator, request: Request, handler: Handler) -
     return response
 
 
+def _points_to_a_next_page(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """An unpaged answer that suddenly says there is more."""
+    response = handler(request)
+    response.body["page"] = {"next": "2", "total": len(response.body["data"]) + 1}
+    return response
+
+
 def _changing_total(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
     """page.total grows by one with every answer, so no two pages agree on it."""
     response = handler(request)
@@ -435,6 +442,8 @@ _RECORD_REWRITES: dict[tuple[str, str], RecordRewrite] = {
 }
 _RESPONSE_REWRITES: dict[tuple[str, str], ResponseRewrite] = {
     ("short_member_pages", _TEAM_USERS): _short_pages,
+    ("short_inventory_pages", _INVENTORY): _short_pages,
+    ("paged_sso_settings", _SSO_SETTINGS): _points_to_a_next_page,
     ("changing_total", _USERS): _changing_total,
     ("cursor_loop", _RUNTIME_RESULTS): _cursor_loop,
     ("endless_empty", _RUNTIME_RESULTS): _endless_empty,
