@@ -1,4 +1,5 @@
-"""Extract: one function per Sysdig resource, each streaming API pages into the run's raw folder.
+"""Extract: each Sysdig resource declared once (`EXTRACTS`: its endpoints as data), its API pages
+streamed into the run's raw folder, by `extract_listings` unless the resource needs more.
 
 Pages are written as they arrive (one file per page, named by its position in its listing so a
 re-run writes the same files), so memory is bounded by the pages in flight, not by the
