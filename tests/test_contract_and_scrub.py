@@ -52,6 +52,9 @@ def test_true_or_false_under_a_secret_looking_key_is_kept_and_text_is_not():
     assert scrubber.record(record) == {"isPasswordLoginEnabled": False, "config": {"isTokenAuth": True}}
     assert scrubber.column("isPasswordLoginEnabled", [True, None, False]) == [True, None, False]
     assert scrubber.column("config.clientSecret", ["oidc-abc", None]) == [None, None]
+    # a name that holds a secret goes whatever its value
+    assert scrubber.record({"tok3n-value": True, "x-tok3n-value-secret": False}) == {}
+    assert scrubber.column("tok3n-value", [True]) == [None]
 
 
 @pytest.mark.parametrize(("value", "ms"), [

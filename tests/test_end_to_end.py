@@ -171,6 +171,8 @@ def test_duplicate_user_ids_fail_quality_and_publish_nothing(dag, start_sysdig, 
     states = task_states(run)
     assert states["transform"] == "success"
     assert (states["check_quality"], states["load"]) == ("failed", "upstream_failed")
+    # the last task fails too, and with it the run: nothing was published
+    assert (states["check_extracts_complete"], run.state) == ("failed", "failed")
     assert jupiterone.jobs() == [] and jupiterone.summary() == {"entities": {}, "relationships": {}}
     [report_path] = Path(tmp_path, "storage").rglob("quality.json")
     failed = {r["check"]: r for r in json.loads(report_path.read_text())["results"] if not r["success"]}

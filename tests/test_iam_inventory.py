@@ -18,7 +18,7 @@ import pytest
 import requests
 from conftest import J1_ACCOUNT, J1_KEY, SYSDIG_TOKEN, storage_text, task_states
 
-from sysdig_j1 import load
+from sysdig_j1 import extract, load
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
@@ -316,7 +316,22 @@ def test_the_emulator_pages_the_inventory_by_number_and_forbids_without_permissi
                  "/platform/v1/access-keys", "/platform/v1/zones", "/platform/v1/sso-settings",
                  "/platform/v1/ip-filters"):
         assert get(path).status_code == 403, path
-    assert "page" not in start_sysdig(OrgSpec()).org.sso_settings()[0]  # SSO settings are one unpaged answer
+    whole = requests.get(f"{start_sysdig(OrgSpec()).url}/platform/v1/sso-settings", headers=AUTH, timeout=5).json()
+    assert set(whole) == {"data"} and len(whole["data"]) == 2  # SSO settings are one unpaged answer
+
+
+def test_switching_off_or_lacking_a_resource_takes_what_is_listed_per_record_of_it():
+    assert extract.switched_off(["teams"]) == {
+        "teams": "switched off (disabled_resources)",
+        "team_memberships": "it is listed per teams record, and teams is switched off",
+        "service_accounts": "it is listed per teams record, and teams is switched off",
+    }
+    assert extract.unreadable({"users.read", "customer-teams.read", "memberships.read", "roles.read",
+                               "global-service-accounts.read", "customer-access-keys.read", "zones.read",
+                               "sso-settings.read", "ip-filters.read"}) == {
+        "service_accounts": "the token lacks the permission team-service-accounts.read"}
+    with pytest.raises(ValueError, match=r"disabled_resources names \['zone'\], which cannot be switched off"):
+        extract.switched_off(["zone"])
 
 
 @pytest.mark.parametrize("page_size", [1, 5, 1000])

@@ -296,3 +296,20 @@ def test_a_host_carrying_credentials_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="the Sysdig host must not carry credentials") as error:
         SysdigHook().base_url
     assert "s3cret" not in str(error.value)
+
+
+SSO = Listing("/platform/v1/sso-settings", "sso_settings", paging="none")
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    ({"data": [{}], "page": {"next": "2"}}, "page 0: the answer points to a next page of a listing that has no paging"),
+    ({"data": [{}], "page": {"total": 3}}, "page 0: 1 records in an answer that states a total of 3"),
+])
+def test_an_unpaged_answer_that_says_it_holds_more_is_incomplete(body, problem):
+    with pytest.raises(ListingError, match=re.escape(problem)):
+        SysdigHook._follow_ups(SSO, 0, None, _Walk(), body, body["data"])
+
+
+def test_an_unpaged_answer_is_whole_with_or_without_a_total():
+    for body in ({"data": [{}, {}]}, {"data": [{}, {}], "page": {"total": 2}}):
+        assert SysdigHook._follow_ups(SSO, 0, None, _Walk(), body, body["data"]) == []

@@ -231,3 +231,25 @@ def test_a_membership_needs_a_standard_or_a_custom_role(storage):
             "(teamId=1 userId=3) breaks the source contract: required field 'standardTeamRole' or "
             "'customTeamRoleId' is missing or null")):
         store(storage, "team_memberships/1", [[{"teamId": 1, "userId": 3, "standardTeamRole": None}]])
+
+
+def test_optional_references_to_what_this_run_did_not_list_are_dropped_with_a_warning(storage, caplog):
+    """A host naming a cluster the inventory did not list (created in between), a team listing a zone
+    twice, a node whose provider id is no EC2 instance id: no relationship, and a warning each."""
+    cluster = {"hash": "c1", "name": "prod-0"}
+    hosts = [{"hash": "h1", "name": "node-1", "metadata": {"cluster": "prod-0", "providerID": "aws:///z/i-0abc12345"}},
+             {"hash": "h2", "name": "node-2", "metadata": {"cluster": "prod-9", "providerID": "aws:///z/i-NOTHEX"}}]
+    team = {"id": 20000, "name": "ops", "zoneIds": [40000, 40000, 40001]}
+    zones = [{"id": 40000, "name": "a"}, {"id": 40001, "name": "b"}]
+    _, relationships = graph(storage, {"clusters": [cluster], "hosts": hosts, "teams": [team], "zones": zones})
+
+    def ends(type_: str) -> list[tuple[str, str]]:
+        found = relationships[relationships["_type"] == type_]
+        return sorted(zip(found["_fromEntityKey"], found["_toEntityKey"]))
+
+    assert ends("sysdig_cluster_has_host") == [("sysdig_cluster:prod-0", "sysdig_host:h1")]
+    assert ends("sysdig_team_uses_zone") == [("sysdig_team:20000", "sysdig_zone:40000"),
+                                             ("sysdig_team:20000", "sysdig_zone:40001")]
+    assert ends("sysdig_host_is_aws_instance") == [("sysdig_host:h1", "i-0abc12345")]
+    assert "sysdig_cluster_has_host: 1 records name a sysdig_cluster this run did not list (e.g. sysdig_cluster:prod-9)" \
+        in caplog.text

@@ -333,5 +333,5 @@ def _and_dependents(reasons: dict[str, str], state: str) -> dict[str, str]:
     for declared in EXTRACTS.values():  # in dependency order: `after` is declared first
         after = declared.after
         if declared.resource not in reasons and after in reasons:
-            reasons[declared.resource] = f"it is listed per {after} record, and {after} {state} ({reasons[after]})"
+            reasons[declared.resource] = f"it is listed per {after} record, and {after} {state}"
     return {resource: reasons[resource] for resource in EXTRACTS if resource in reasons}

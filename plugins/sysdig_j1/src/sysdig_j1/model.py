@@ -515,8 +515,9 @@ SSO_SETTING = EntityType(
                 "never stored or published.",
     properties=(
         _p("id", "string", "SSO settings id.", source="id", required=True),
-        _p("name", "string", "Integration name, else 'SSO (<type>)'.", derive="sso_name", required=True),
-        _p("displayName", "string", "Integration name, else 'SSO (<type>)'.", derive="sso_name", required=True),
+        _p("name", "string", "Integration name, else 'SSO (<type>, <product>)'.", derive="sso_name", required=True),
+        _p("displayName", "string", "Integration name, else 'SSO (<type>, <product>)'.", derive="sso_name",
+           required=True),
         _p("product", "string", "Product it applies to (secure or monitor).", source="product"),
         _p("active", "boolean", "SSO is on.", source="isActive", required=True),
         _p("type", "string", "SAML or OPENID.", source="config.type"),

@@ -242,22 +242,26 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
 
 
 def check_extracts_complete(storage: RunStorage) -> None:
-    """The last task: a run that published partial data must still end failed, so alerts fire. Its
+    """The last task, and so the one whose state is the run's: a run that published partial data,
+    or nothing (transform, check_quality or load failed), must end failed, so alerts fire. Its
     message says what JupiterOne received, so nobody has to piece that together from other logs.
     Resources the token may not read, or switched off, were skipped on purpose: a warning, not a failure."""
     skipped = storage.read_json(storage.path(SKIPPED)) if storage.path(SKIPPED).exists() else {}
     for resource, reason in skipped.items():
         log.warning("%s was not extracted: %s", resource, reason)
     missing = missing_resources(storage) - set(skipped)
-    if not missing:
-        return
     load_report = storage.path("graph", "load.json")
     if load_report.exists():
         kept = storage.read_json(load_report)["partial_types"]
         published = f"The rest was published; JupiterOne kept its existing objects of {', '.join(kept)} (partialDatasets)."
+    elif storage.path("dry_run", "summary.json").exists():
+        published = "Dry run: nothing was sent to JupiterOne."
     else:
-        published = "No publish to JupiterOne completed in this run (see the load task)."
-    raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
+        published = "No publish to JupiterOne completed in this run (see transform, check_quality and load)."
+    if missing:
+        raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
+    if published.startswith("No publish"):
+        raise AirflowFailException(published)
 
 
 def _snapshot_reader(storage: RunStorage, path) -> changes.Reader | None:

@@ -66,6 +66,11 @@ class Scrubber:
         self._triggers = tuple({s.lower() for s in self.secrets} | set(CREDENTIAL_TRIGGERS))
         self._ascii_triggers = all(trigger.isascii() for trigger in self._triggers)
 
+    def keeps_flag(self, key: str, value: Any) -> bool:
+        """true/false under a credential-sounding name (isPasswordLoginEnabled) says whether, never
+        what: kept, unless the name itself holds a secret."""
+        return type(value) is bool and self._values.search(key) is None
+
     def drops(self, key: str) -> bool:
         """A key that names a credential or holds a secret goes, with its whole value."""
         verdict = self._drop_key.get(key)
@@ -84,7 +89,8 @@ class Scrubber:
         path names a credential is dropped; texts (and lists of texts) lose their secrets. The
         texts are searched joined, once, and only on a hit one by one: a secret inside one value
         is found in the joined text at the same place."""
-        if any(self.drops(part) for part in field.split(".")) and not all(type(v) is bool for v in values if v is not None):
+        if any(self.drops(part) and not all(self.keeps_flag(part, v) for v in values if v is not None)
+               for part in field.split(".")):
             return [None] * len(values)
         texts = [v for v in values if type(v) is str] + [x for v in values if type(v) is list for x in v
                                                           if type(x) is str]
@@ -108,8 +114,7 @@ class Scrubber:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         out = {} if isinstance(value, dict) else [None] * len(value)
         for key, item in items:
-            # true/false under a credential-sounding name (isPasswordLoginEnabled) says whether, never what
-            if isinstance(key, str) and type(item) is not bool and self.drops(key):
+            if isinstance(key, str) and self.drops(key) and not self.keeps_flag(key, item):
                 continue
             if isinstance(item, str):  # most values: handled here, without a call per value
                 out[key] = self._values.sub(REDACTED, item)

@@ -9,6 +9,7 @@ need logic live here, in `DERIVATIONS`.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from sysdig_j1.model import (
     switched_off_types,
 )
 from sysdig_j1.raw import read_raw
+
+log = logging.getLogger(__name__)
 
 PULL_STRING = re.compile(
     r"^(?:(?P<registry>[^/]+\.[^/]+|[^/]+:\d+|localhost)/)?(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.+)?$"
@@ -259,9 +262,17 @@ def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.Da
         else:
             to_keys = relationship.target.type + ":" + as_string(column(raw, relationship.target_key_field))
         from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
+        if relationship.mapped:  # a value the target's key rule would refuse finds nothing: it has no target
+            to_keys = _matching(relationship, to_keys, relationship.target.key_pattern)
         # optional, mapped and list keys: a record without one has no such relationship (others are required)
         present = from_keys.notna() & to_keys.notna()
+        if relationship.optional:  # an end listed apart, and so maybe changed in between, that is not in this graph
+            present &= _published(relationship, from_keys, entities, relationship.source)
+            present &= _published(relationship, to_keys, entities, relationship.target)
         raw, from_keys, to_keys = raw[present], from_keys[present], to_keys[present]
+        if relationship.many:  # a key listed twice is one relationship
+            unique = ~pd.DataFrame({"from": from_keys, "to": to_keys}).duplicated()
+            raw, from_keys, to_keys = raw[unique], from_keys[unique], to_keys[unique]
     else:  # the account owns every entity of the target type
         owners = entities[relationship.source.type]["_key"]
         if len(owners) != 1:
@@ -284,6 +295,27 @@ def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.Da
     return out
 
 
+def _matching(relationship: RelationshipType, values: pd.Series, pattern: str) -> pd.Series:
+    """`values`, those that do not look like the target's null, with a warning saying how many."""
+    fits = values.str.fullmatch(pattern).fillna(True).astype(bool)
+    if not fits.all():
+        log.warning("%s: %d values do not look like a %s (e.g. %r): no relationship for them", relationship.type,
+                    int((~fits).sum()), relationship.target.type, values[~fits].iloc[0])
+    return values.where(fits)
+
+
+def _published(relationship: RelationshipType, keys: pd.Series, entities: dict[str, pd.DataFrame],
+               end: EntityType) -> pd.Series:
+    """Which `keys` name an entity of this graph, with a warning for the others: an optional
+    reference to something listed apart (a host's cluster, a key's team) may have appeared or gone
+    between the two listings; the next run links it."""
+    found = keys.isin(entities[end.type]["_key"]) if end.type in entities else pd.Series(True, index=keys.index)
+    if not found.all():
+        log.warning("%s: %d records name a %s this run did not list (e.g. %s): no relationship for them",
+                    relationship.type, int((~found).sum()), end.type, keys[~found].iloc[0])
+    return found
+
+
 def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Both frames, without the types a missing resource leaves incomplete (returned as the
     partial datasets JupiterOne must keep as they are) and without those of resources switched
@@ -296,7 +328,8 @@ def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return (
         pd.concat(entities.values(), ignore_index=True) if entities else _empty(),
         pd.concat(relationships, ignore_index=True) if relationships else _empty(),
-        sorted(partial_entities | partial_relationships),
+        # switched off wins: what an operator removes is not kept, even if another resource failed
+        sorted((partial_entities | partial_relationships) - off_entities - off_relationships),
     )
 
 

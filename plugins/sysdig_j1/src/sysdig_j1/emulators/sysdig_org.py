@@ -655,4 +655,3 @@ class SysdigOrg(PlatformMixin):
             "imageId": self._image_hex(k), "origin": "sysdig-secure",
             "policyStatus": _LEGACY_POLICY_STATUSES[k % 3],
         }
-

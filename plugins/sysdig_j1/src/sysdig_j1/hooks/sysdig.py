@@ -164,6 +164,8 @@ class SysdigHook(ApiHook):
         """Resources switched off on purpose: a list or comma-separated text (checked by the caller)."""
         value = self.extra.get("disabled_resources") or ""
         names = value if isinstance(value, list) else str(value).split(",")
+        if not all(isinstance(name, str) for name in names):
+            raise ValueError(f"connection {self.conn_id!r}: extra disabled_resources must list resource names")
         return tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
 
     @cached_property
@@ -265,8 +267,8 @@ class SysdigHook(ApiHook):
     def _follow_ups(listing: Listing, number: int, position: Any, walk: _Walk, body: dict, records: list) -> list:
         """The pages still to fetch after this one, once this page is shown to fit a complete listing.
 
-        Offset and page-number listings: the first page tells the total and every other page is planned at once;
-        each page must hold exactly its share and repeat the same total. Cursor and legacy
+        Offset and page-number listings: the first page tells the total and every other page is
+        planned at once; each page must hold exactly its share and repeat the same total. Cursor and legacy
         listings walk one page at a time, so they keep a `_Walk`: a cursor seen before, a run of
         empty pages, more pages than the total allows, or an end short of the total is an error.
         """
@@ -276,6 +278,9 @@ class SysdigHook(ApiHook):
         if listing.paging == "none":
             if _object(body, "page", fail).get("next"):
                 raise fail("the answer points to a next page of a listing that has no paging")
+            total = _total(body, fail)
+            if total is not None and total != len(records):
+                raise fail(f"{len(records)} records in an answer that states a total of {total}")
             return []
         if listing.paging in ("offset", "page"):
             offset = position or 0
