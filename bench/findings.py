@@ -70,7 +70,7 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
         scrubber = Scrubber([TOKEN])
         config = pipeline.validate_config(hook, JupiterOneHook(), storage)
         for name in ("account", "users", "teams", "team_memberships", "image_scans"):
-            extract.EXTRACTS[name].run(hook, storage, scrubber)
+            extract.run(name, hook, storage, scrubber)
         started, cpu = time.perf_counter(), time.process_time()
         result = {"findings": extract.run("findings", hook, storage, scrubber)["records"]}
         result["wall"], result["cpu"] = time.perf_counter() - started, time.process_time() - cpu
