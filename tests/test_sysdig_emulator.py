@@ -548,6 +548,7 @@ TEAM_USERS = "/platform/v1/teams/20001/users"
 RUNTIME = "/secure/vulnerability/v1/runtime-results"
 RESULT = f"/secure/vulnerability/v1/results/{result_id(0)}"
 # the routes each scenario may change; written from the brief, independently of the emulator
+INVENTORY, SSO_SETTINGS = "/secure/inventory/v1/resources", "/platform/v1/sso-settings"
 TOUCHED = {
     "short_member_pages": {TEAM_USERS}, "changing_total": {USERS}, "cursor_loop": {RUNTIME},
     "endless_empty": {RUNTIME}, "endless_pages": {RUNTIME}, "string_user_id": {USERS},
@@ -556,11 +557,14 @@ TOUCHED = {
     "mixed_dates": {USERS, TEAMS}, "pre_1970_date": {USERS}, "bad_date": {USERS},
     "echo_token": {USERS, TEAMS, RUNTIME, ME}, "nested_secrets": {USERS, ME},
     "error_echo": {TEAMS}, "redirect": {USERS}, "dangling_reference": {RESULT},
+    "short_inventory_pages": {INVENTORY}, "paged_sso_settings": {SSO_SETTINGS},
 }
 TOUCHED["echo_token"].add(RESULT)
 READ_ROUTES = (USERS, TEAMS, TEAM_USERS, RUNTIME, RESULT, ME, "/secure/vulnerability/v1/pipeline-results",
                "/api/users/10003", "/api/v2/users/light", "/api/v2/teams/light",
-               "/api/scanning/v1/resultsDirect")
+               "/api/scanning/v1/resultsDirect", INVENTORY, SSO_SETTINGS, "/platform/v1/roles",
+               "/platform/v1/service-accounts", "/platform/v1/teams/20000/service-accounts", "/platform/v1/access-keys",
+               "/platform/v1/zones", "/platform/v1/ip-filters")
 
 
 def nested(depth: int) -> Any:
