@@ -2,9 +2,9 @@
 
 For each organisation shape the Sysdig emulator runs in its own process with a fixed latency per
 request. We measure:
-- ours: the five extract functions as the DAG runs them (the independent ones side by side), all
-  sharing one hook and so one bound of 8 requests in flight, in a child process so its peak RSS
-  is its own; requests counted by the emulator;
+- ours: the five extract tasks the original integration's data needs, as the DAG runs them (the
+  independent ones side by side), all sharing one hook and so one bound of 8 requests in flight,
+  in a child process so its peak RSS is its own; requests counted by the emulator;
 - the original pattern, replayed serially by a small reference client: users, teams and scans in
   pages of 250 on the legacy endpoints, then two `/api/users/{id}` detail calls per user. Past
   `--reference-limit` requests its time is extrapolated from the measured time per request
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 
 import requests
 from harness import emulator_process
@@ -80,7 +81,8 @@ def child(url: str) -> None:
         started = time.perf_counter()
         with ThreadPoolExecutor(4) as tasks:
             runs = [tasks.submit(step, hook, storage, Scrubber([TOKEN])) for step in (
-                extract.extract_account, extract.extract_users, extract.extract_image_scans, teams_then_memberships)]
+                *(partial(extract.run, resource) for resource in ("account", "users", "image_scans")),
+                teams_then_memberships)]
             for run in runs:
                 run.result()
         wall = time.perf_counter() - started
