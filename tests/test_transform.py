@@ -238,7 +238,8 @@ def test_optional_references_to_what_this_run_did_not_list_are_dropped_with_a_wa
     twice, a node whose provider id is no EC2 instance id: no relationship, and a warning each."""
     cluster = {"hash": "c1", "name": "prod-0"}
     hosts = [{"hash": "h1", "name": "node-1", "metadata": {"cluster": "prod-0", "providerID": "aws:///z/i-0abc12345"}},
-             {"hash": "h2", "name": "node-2", "metadata": {"cluster": "prod-9", "providerID": "aws:///z/i-NOTHEX"}}]
+             {"hash": "h2", "name": "node-2", "metadata": {"cluster": "prod-9", "providerID": "aws:///z/i-NOTHEX"}},
+             {"hash": "h3", "name": "bare-metal"}]  # no cluster: no relationship, and nothing to warn about
     team = {"id": 20000, "name": "ops", "zoneIds": [40000, 40000, 40001]}
     zones = [{"id": 40000, "name": "a"}, {"id": 40001, "name": "b"}]
     _, relationships = graph(storage, {"clusters": [cluster], "hosts": hosts, "teams": [team], "zones": zones})

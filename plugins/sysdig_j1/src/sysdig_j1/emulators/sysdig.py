@@ -670,13 +670,16 @@ class SysdigEmulator(Emulator):
         number = _int_param(request, "pageNumber", 1, 1, _MAX_OFFSET)
         size = _int_param(request, "pageSize", 20, 1, 1000)
         wanted = _inventory_filter(request.query.get("filter", ""))
-        items = [*map(self.org.cluster, range(self.org.spec.clusters)), *map(self.org.host, range(self.org.spec.hosts))]
-        items = [item for item in items if all(item[field] in values for field, values in wanted.items())]
+        every = [*(("cluster", c) for c in range(self.org.spec.clusters)), *(("host", h) for h in range(self.org.spec.hosts))]
+        chosen = [(kind, n) for kind, n in every
+                  if all(value in wanted[field] for field, value in self.org.inventory_fields(kind, n).items()
+                         if field in wanted)]
         start = (number - 1) * size
+        render = {"cluster": self.org.cluster, "host": self.org.host}
         return Response(body={
             "page": {"previous": number - 1 if number > 1 else None,
-                     "next": number + 1 if start + size < len(items) else None, "total": len(items)},
-            "data": items[start:start + size],
+                     "next": number + 1 if start + size < len(chosen) else None, "total": len(chosen)},
+            "data": [render[kind](n) for kind, n in chosen[start:start + size]],
         })
 
     # -- public API: vulnerability management ------------------------------------------------

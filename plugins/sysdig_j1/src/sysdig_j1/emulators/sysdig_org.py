@@ -261,6 +261,12 @@ class PlatformMixin:
             metadata |= {"region": "us-central1", "clusterId": _sha256(f"{self.spec.seed}:gke:{c}")[:32]}
         return self._inventory_item("cluster", c, f"prod-{c}", "Kubernetes", "Cluster", metadata)
 
+    def inventory_fields(self, kind: str, n: int) -> dict[str, str]:
+        """What the inventory filters on, without building the item."""
+        in_cluster = kind == "cluster" or n % (self.spec.clusters + 1) < self.spec.clusters
+        return {"type": "Cluster" if kind == "cluster" else "Node" if in_cluster else "Host",
+                "platform": "Kubernetes" if in_cluster else "Linux", "category": "Compute"}
+
     def host(self, h: int) -> dict[str, Any]:
         """Nodes of the clusters in turn, every (clusters + 1)th a host of no cluster; each group of
         clusters + 1 runs on one cloud in turn (AWS, Azure, GCP, none)."""
