@@ -30,7 +30,7 @@ from sysdig_j1.hooks.sysdig import (
     Page,
     SysdigHook,
 )
-from sysdig_j1.model import RESOURCES, VM_STAGES
+from sysdig_j1.model import CANNOT_SWITCH_OFF, RESOURCES, VM_STAGES
 from sysdig_j1.scrub import Scrubber
 
 log = logging.getLogger(__name__)
@@ -311,9 +311,6 @@ def unreadable(granted: set[str] | None) -> dict[str, str]:
         if lacking:
             reasons[declared.resource] = f"the token lacks the permission{'s' * (len(lacking) > 1)} {' and '.join(lacking)}"
     return _and_dependents(reasons, "cannot be read")
-
-
-CANNOT_SWITCH_OFF = ("account",)  # every other type hangs off it
 
 
 def switched_off(names: Iterable[str]) -> dict[str, str]:

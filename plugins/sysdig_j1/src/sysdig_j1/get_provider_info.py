@@ -7,7 +7,14 @@ read), so this is the single place where the connection contract is described to
 
 from __future__ import annotations
 
-from sysdig_j1.model import DEFAULT_FINDING_MIN_SEVERITY, DEFAULT_FINDING_STAGES, SEVERITIES, VM_STAGES
+from sysdig_j1.model import (
+    CANNOT_SWITCH_OFF,
+    DEFAULT_FINDING_MIN_SEVERITY,
+    DEFAULT_FINDING_STAGES,
+    RESOURCES,
+    SEVERITIES,
+    VM_STAGES,
+)
 from sysdig_j1.regions import JUPITERONE_REGIONS, SYSDIG_REGIONS
 
 
@@ -53,6 +60,13 @@ def get_provider_info() -> dict:
                         "description": "Findings below it are not published. Default: all but negligible.",
                         "schema": {"type": ["string", "null"], "default": DEFAULT_FINDING_MIN_SEVERITY,
                                    "enum": [*SEVERITIES, None]},
+                    },
+                    "disabled_resources": {
+                        "label": "Resources switched off",
+                        "description": "Comma-separated, of "
+                                       + ", ".join(r for r in RESOURCES if r not in CANNOT_SWITCH_OFF)
+                                       + ". Their types are removed from JupiterOne on the next publish.",
+                        "schema": {"type": ["string", "null"]},
                     },
                     "max_concurrency": {
                         "label": "Max concurrent requests",

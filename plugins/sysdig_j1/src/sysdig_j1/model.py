@@ -703,6 +703,8 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
 RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "roles", "service_accounts",
                               "access_keys", "zones", "sso_settings", "ip_filters", "clusters", "hosts",
                               "image_scans", "findings")
+# What cannot be switched off (connection extra disabled_resources): every other type hangs off it.
+CANNOT_SWITCH_OFF: tuple[str, ...] = ("account",)
 MAPPED_TARGETS: tuple[MappedTarget, ...] = tuple(dict.fromkeys(r.target for r in RELATIONSHIPS if r.mapped))
 
 
