@@ -16,10 +16,11 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 import requests
-from conftest import J1_ACCOUNT, J1_KEY, SYSDIG_TOKEN, storage_text, task_states
+from conftest import J1_ACCOUNT, J1_KEY, REPO, SYSDIG_TOKEN, storage_text, task_states
 
-from sysdig_j1 import extract, load
+from sysdig_j1 import extract, load, monitoring
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
+from sysdig_j1.emulators.jupiterone_graphql import evaluate
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
 from sysdig_j1.hooks.sysdig import Listing, ListingError, SysdigHook
@@ -152,6 +153,24 @@ def test_every_new_type_publishes_with_exact_counts_and_sample_properties(dag, s
     assert {("sysdig_team:20002", "sysdig_role:7"), ("sysdig_team:20002", "sysdig_zone:40001"),
             ("sysdig_team:20001", "sysdig_service_account:60001"), ("sysdig_team:20000", "sysdig_access_key:70000"),
             ("sysdig_cluster:prod-0", host["_key"])} <= edges
+
+    # The questions the new types make possible find exactly what they ask about.
+    questions = {q.name: q.query for q in monitoring.load(REPO / "include" / "jupiterone")[0]}
+
+    def answer(name: str) -> list[str]:
+        now = int(time.time() * 1000)
+        return sorted(e["_key"] for e in evaluate(questions[name], graph["entities"], graph["relationships"], now))
+
+    accounts = want["service_accounts"]
+    assert answer("sysdig-admin-service-accounts-never-expiring") == sorted(
+        f"sysdig_service_account:{sa['id']}" for sa in accounts if sa["expirationDate"] is None
+        and ("ROLE_CUSTOMER" in sa["systemRoles"] or sa["teamRole"] == "ROLE_TEAM_MANAGER")) != []
+    assert answer("sysdig-service-accounts-unused-90-days") == sorted(  # every use was in 2023-2024
+        f"sysdig_service_account:{sa['id']}" for sa in accounts if sa["lastUsed"] is not None)
+    assert answer("sysdig-access-keys-without-agent-limit") == [
+        f"sysdig_access_key:{k['id']}" for k in want["keys"] if k["isEnabled"] and k["agentLimit"] is None] != []
+    assert answer("sysdig-teams-limited-to-zones") == ["sysdig_team:20002", "sysdig_team:20003"]
+    assert answer("sysdig-password-login-besides-sso") == []  # Okta is on with password login off
 
 
 def test_mapped_relationships_find_other_integrations_assets_and_never_create_them(
