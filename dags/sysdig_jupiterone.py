@@ -15,6 +15,9 @@ allow_mass_deletion (override the guard), mass_deletion_threshold (largest share
 publish may delete compared with the last successful publish; default 0.5).
 
 Connections: `sysdig_default` (type sysdig) and `jupiterone_default` (type jupiterone); see README.
+Resources the Sysdig token may not read are skipped with a warning (JupiterOne keeps their types);
+resources listed in the Sysdig connection extra `disabled_resources` are switched off (JupiterOne
+removes their types).
 Several Sysdig accounts: env SYSDIG_J1_ACCOUNTS lists their connections, one DAG each.
 Schedule: env SYSDIG_J1_SCHEDULE (cron or preset; "none" = manual only, which backfills refuse),
 default "@daily".

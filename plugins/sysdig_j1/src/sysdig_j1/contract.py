@@ -207,7 +207,8 @@ _MILLISECOND = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 
 def _described(type_: str) -> str:
     return {
         "string": "text", "integer": "an integer", "number": "a number", "boolean": "true or false",
-        "string[]": "a list of text", "integer[]": "a list of integers", "timestamp": "a date (ISO 8601 text or epoch seconds/milliseconds)",
+        "string[]": "a list of text", "integer[]": "a list of integers",
+        "timestamp": "a date (ISO 8601 text or epoch seconds/milliseconds)",
     }[type_]
 
 

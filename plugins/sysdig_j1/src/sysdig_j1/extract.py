@@ -309,7 +309,8 @@ def unreadable(granted: set[str] | None) -> dict[str, str]:
     for declared in EXTRACTS.values():
         lacking = [permission for permission in declared.permissions if permission not in granted]
         if lacking:
-            reasons[declared.resource] = f"the token lacks the permission{'s' * (len(lacking) > 1)} {' and '.join(lacking)}"
+            plural = "s" * (len(lacking) > 1)
+            reasons[declared.resource] = f"the token lacks the permission{plural} {' and '.join(lacking)}"
     return _and_dependents(reasons, "cannot be read")
 
 

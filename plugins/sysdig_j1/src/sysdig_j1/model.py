@@ -679,7 +679,8 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
                      source_key_field="metadata.cluster", target_key_field="hash", optional=True),
     RelationshipType(HOST, AWS_INSTANCE, "The host is this EC2 instance (mapped: matched by instance id in the AWS "
                                          "integration's data, never created).", cls="IS", resource="hosts",
-                     source_key_field="hash", target_key_field="metadata.providerID", target_key_rule="aws_instance_id"),
+                     source_key_field="hash", target_key_field="metadata.providerID",
+                     target_key_rule="aws_instance_id"),
     RelationshipType(HOST, AZURE_VM, "The host is this Azure VM (mapped: matched by resource id, never created).",
                      cls="IS", resource="hosts", source_key_field="hash", target_key_field="metadata.providerID",
                      target_key_rule="azure_vm_id"),

@@ -165,10 +165,12 @@ def _service_account_admin(raw: pd.DataFrame, ctx: Context) -> pd.Series:
 
 def _sso_name(raw: pd.DataFrame, ctx: Context) -> pd.Series:
     kind = "SSO (" + as_string(column(raw, "config.type")).fillna("unknown type") + ", "
-    return as_string(column(raw, "integrationName")).fillna(kind + as_string(column(raw, "product")).fillna("all products") + ")")
+    product = as_string(column(raw, "product")).fillna("all products")
+    return as_string(column(raw, "integrationName")).fillna(kind + product + ")")
 
 
-def _provider_id(pattern: str, build: Callable[[pd.DataFrame], pd.Series]) -> Callable[[pd.DataFrame, Context], pd.Series]:
+def _provider_id(pattern: str, build: Callable[[pd.DataFrame], pd.Series]
+                 ) -> Callable[[pd.DataFrame, Context], pd.Series]:
     """A cloud identifier out of a Kubernetes providerID: null unless it has this cloud's form."""
     def derive(raw: pd.DataFrame, ctx: Context) -> pd.Series:
         parts = as_string(column(raw, "metadata.providerID")).str.extract(pattern)

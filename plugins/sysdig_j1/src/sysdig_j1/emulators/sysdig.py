@@ -76,7 +76,8 @@ ROUTE_PERMISSIONS = {
     _IP_FILTERS: "ip-filters.read",
 }
 # The inventory filter clauses served: `field = "value"` or `field in ("a", "b")`, joined by `and`.
-_FILTER_CLAUSE = re.compile(r'^(?P<field>\w+)\s*(?:=\s*"(?P<one>[^"]*)"|in\s*\((?P<many>"[^"]*"(?:\s*,\s*"[^"]*")*)\))$')
+_FILTER_CLAUSE = re.compile(
+    r'^(?P<field>\w+)\s*(?:=\s*"(?P<one>[^"]*)"|in\s*\((?P<many>"[^"]*"(?:\s*,\s*"[^"]*")*)\))$')
 _FILTER_FIELDS = ("type", "platform", "category")
 ALL_PERMISSIONS = tuple(sorted(set(ROUTE_PERMISSIONS.values()) | {"policy-events.read"}))
 
@@ -670,7 +671,8 @@ class SysdigEmulator(Emulator):
         number = _int_param(request, "pageNumber", 1, 1, _MAX_OFFSET)
         size = _int_param(request, "pageSize", 20, 1, 1000)
         wanted = _inventory_filter(request.query.get("filter", ""))
-        every = [*(("cluster", c) for c in range(self.org.spec.clusters)), *(("host", h) for h in range(self.org.spec.hosts))]
+        every = [*(("cluster", c) for c in range(self.org.spec.clusters)),
+                 *(("host", h) for h in range(self.org.spec.hosts))]
         chosen = [(kind, n) for kind, n in every
                   if all(value in wanted[field] for field, value in self.org.inventory_fields(kind, n).items()
                          if field in wanted)]

@@ -204,7 +204,8 @@ class PlatformMixin:
             scopes = [{"id": 10 * z, "targetType": "kubernetes", "rules": f'clusterId in ("{cluster}")'},
                       {"id": 10 * z + 1, "targetType": "aws", "rules": 'account in ("123456789012")'}][: 1 + z % 2]
         return {"id": ZONE_ID_BASE + z, "name": "Entire Infrastructure" if z == 0 else f"zone-{z}",
-                "description": "All resources" if z == 0 else None, "author": "Sysdig" if z == 0 else "user0@example.com",
+                "description": "All resources" if z == 0 else None,
+                "author": "Sysdig" if z == 0 else "user0@example.com",
                 "lastModifiedBy": None if z == 0 else "user1@example.com",
                 "lastUpdated": _epoch_ms(_TEAMS_EPOCH + timedelta(days=z)), "isSystem": z == 0, "scopes": scopes}
 
@@ -242,7 +243,8 @@ class PlatformMixin:
         zone = {"id": ZONE_ID_BASE, "name": "Entire Infrastructure"}
         return {"hash": _sha256(f"{self.spec.seed}:{kind}:{n}")[:40], "name": name, "platform": platform,
                 "type": type_, "category": "Compute", "lastSeen": int(_SCANS_EPOCH.timestamp()) + 3600 * n,
-                "isExposed": n % 5 == 0, "validatedExposure": False, "labels": [f"env={'prod' if n % 2 == 0 else 'dev'}"],
+                "isExposed": n % 5 == 0, "validatedExposure": False,
+                "labels": [f"env={'prod' if n % 2 == 0 else 'dev'}"],
                 "metadata": metadata, "resourceOrigin": "Deployed",
                 "posturePolicySummary": {"passPercentage": 80, "policies": []},
                 "vulnerabilitySummary": summary, "inUseVulnerabilitySummary": {**summary, "critical": critical // 2},
