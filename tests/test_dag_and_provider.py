@@ -31,7 +31,7 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert {t.task_id for t in dag.tasks} == {
         "validate_config", "extract_account", "extract_users", "extract_teams", "extract_team_memberships",
-        "extract_roles", "extract_service_accounts", "extract_access_keys", "extract_zones", "extract_sso_settings",
+        "extract_roles", "extract_service_accounts", "extract_team_service_accounts", "extract_access_keys", "extract_zones", "extract_sso_settings",
         "extract_ip_filters", "extract_clusters", "extract_hosts",
         "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "check_extracts_complete",
     }
@@ -40,7 +40,8 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
     assert dag.task_dict["load"].upstream_task_ids == {"transform", "check_quality"}
     assert dag.task_dict["extract_team_memberships"].upstream_task_ids == {"validate_config", "extract_teams"}
     assert dag.task_dict["extract_findings"].upstream_task_ids == {"validate_config", "extract_image_scans"}
-    assert dag.task_dict["extract_service_accounts"].upstream_task_ids == {"validate_config", "extract_teams"}
+    assert dag.task_dict["extract_team_service_accounts"].upstream_task_ids == {"validate_config", "extract_teams"}
+    assert dag.task_dict["extract_service_accounts"].upstream_task_ids == {"validate_config"}
     assert dag.task_dict["check_extracts_complete"].upstream_task_ids == extracts | {"load"}  # last: it reports the load
     assert set(dag.params) == {"dry_run", "allow_mass_deletion", "mass_deletion_threshold"}
     assert {t.execution_timeout for t in dag.tasks} == {timedelta(minutes=60)}  # nothing spins forever

@@ -275,16 +275,22 @@ def test_a_switched_off_resource_is_removed_and_its_dependents_with_it(
     assert set(task_states(dag.test()).values()) == {"success"}
     before = jupiterone.graph(SCOPE)
 
-    connect(sysdig, jupiterone, disabled_resources="hosts, team_memberships")
+    connect(sysdig, jupiterone, disabled_resources="hosts, team_memberships, team_service_accounts")
     run = dag.test()
 
     assert set(task_states(run).values()) == {"success"}  # the mass-deletion guard does not object: on purpose
     after = jupiterone.graph(SCOPE)
-    removed = {"sysdig_host", "sysdig_account_has_host", "sysdig_cluster_has_host", "sysdig_team_has_user"}
+    removed = {"sysdig_host", "sysdig_account_has_host", "sysdig_cluster_has_host", "sysdig_team_has_user",
+               "sysdig_team_has_service_account"}
     assert not [o for kind in after.values() for o in kind if o["_type"] in removed]
+    # service accounts are fed by two resources: with the team ones off, the global ones remain
+    fed_apart = {"sysdig_team", "sysdig_service_account", "sysdig_account_has_service_account"}
     for kind in ("entities", "relationships"):
-        unchanged = [o for o in before[kind] if o["_type"] not in removed | {"sysdig_team"}]
-        assert [o for o in after[kind] if o["_type"] not in removed | {"sysdig_team"}] == unchanged
+        unchanged = [o for o in before[kind] if o["_type"] not in removed | fed_apart]
+        assert [o for o in after[kind] if o["_type"] not in removed | fed_apart] == unchanged
+    assert [o["_key"] for o in of_type(after["entities"], "sysdig_service_account")] == [
+        f"sysdig_service_account:{50000 + g}" for g in range(spec.service_accounts)]
+    assert len(of_type(after["relationships"], "sysdig_account_has_service_account")) == spec.service_accounts
     teams = of_type(after["entities"], "sysdig_team")
     assert len(teams) == spec.teams and not [t for t in teams if "userCount" in t]  # counted from memberships
     assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": []}
@@ -343,12 +349,12 @@ def test_switching_off_or_lacking_a_resource_takes_what_is_listed_per_record_of_
     assert extract.switched_off(["teams"]) == {
         "teams": "switched off (disabled_resources)",
         "team_memberships": "it is listed per teams record, and teams is switched off",
-        "service_accounts": "it is listed per teams record, and teams is switched off",
+        "team_service_accounts": "it is listed per teams record, and teams is switched off",
     }
     assert extract.unreadable({"users.read", "customer-teams.read", "memberships.read", "roles.read",
                                "global-service-accounts.read", "customer-access-keys.read", "zones.read",
                                "sso-settings.read", "ip-filters.read"}) == {
-        "service_accounts": "the token lacks the permission team-service-accounts.read"}
+        "team_service_accounts": "the token lacks the permission team-service-accounts.read"}
     with pytest.raises(ValueError, match=r"disabled_resources names \['zone'\], which cannot be switched off"):
         extract.switched_off(["zone"])
 

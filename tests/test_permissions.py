@@ -52,7 +52,7 @@ def test_a_token_lacking_two_permissions_publishes_the_rest_and_keeps_their_obje
     asked = requests.get(f"{limited.url}/_emulator/stats", timeout=5).json()["requests"]
     assert not [route for route in asked if "/platform/v1/teams" in route]  # no 403 was ever asked for
     # and what is listed per team: the team service accounts, so the service accounts
-    assert "service_accounts will not be extracted: it is listed per teams record, and teams cannot be read" in logs
+    assert "team_service_accounts will not be extracted: it is listed per teams record, and teams cannot be read" in logs
     kept = TEAM_TYPES | {"sysdig_service_account", "sysdig_account_has_service_account", "sysdig_team_has_service_account",
                          "sysdig_team_has_access_key", "sysdig_team_uses_zone", "sysdig_team_assigned_role"}
     assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": sorted(kept)}

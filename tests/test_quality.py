@@ -39,9 +39,9 @@ def frames(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     for stage in STAGES:
         store(f"image_scans/{stage}", [org.stage_result(stage, k) for k in org.scans(stage)])
     store("roles", [org.role(r) for r in range(org.spec.roles)])
-    store("service_accounts/global", [org.service_account(g) for g in range(org.spec.service_accounts)])
+    store("service_accounts", [org.service_account(g) for g in range(org.spec.service_accounts)])
     for j in org.teams():
-        store(f"service_accounts/teams/{TEAM_ID_BASE + j}", [org.team_service_account(j, 0)])
+        store(f"team_service_accounts/{TEAM_ID_BASE + j}", [org.team_service_account(j, 0)])
     store("access_keys", [org.access_key(a, [TEAM_ID_BASE + j for j in org.teams()]) for a in range(4)])
     store("zones", [org.zone(z) for z in range(org.spec.zones)])
     store("sso_settings", org.sso_settings())

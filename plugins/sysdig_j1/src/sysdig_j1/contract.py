@@ -253,11 +253,11 @@ class _Builder:
             self.required[resource].append(group)
 
 
-def _split(entity: EntityType, name: str) -> tuple[str, str]:
+def _split(entity: EntityType, name: str, resource: str) -> tuple[str, str]:
     """(resource, field) of a source field: enrichment fields carry the enrichment's prefix."""
     if entity.enrichment and name.startswith(entity.enrichment[2]):
         return entity.enrichment[0], name.removeprefix(entity.enrichment[2])
-    return entity.resource, name
+    return resource, name
 
 
 def _add_properties(builder: _Builder, owner: EntityType | RelationshipType, resource_of) -> None:
@@ -278,15 +278,17 @@ def _add_properties(builder: _Builder, owner: EntityType | RelationshipType, res
 def contracts() -> dict[str, Contract]:
     builder = _Builder()
     for entity in ENTITIES:  # keys first: their declared type wins over a property's text type
-        for name in entity.key_sources:
-            builder.add_key(entity.resource, name, entity.key_type, entity.type)
-        builder.require(entity.resource, entity.key_sources)
+        for resource in entity.resources:
+            for name in entity.key_sources:
+                builder.add_key(resource, name, entity.key_type, entity.type)
+            builder.require(resource, entity.key_sources)
         if entity.enrichment:
             resource, id_field, _ = entity.enrichment
             builder.add_key(resource, id_field, entity.key_type, entity.type)
             builder.require(resource, (id_field,))
     for entity in ENTITIES:
-        _add_properties(builder, entity, lambda name, e=entity: _split(e, name))
+        for resource in entity.resources:
+            _add_properties(builder, entity, lambda name, e=entity, r=resource: _split(e, name, r))
     for rel in RELATIONSHIPS:
         if rel.resource:
             for name, end in ((rel.source_key_field, rel.source), (rel.target_key_field, rel.target)):
@@ -298,7 +300,7 @@ def contracts() -> dict[str, Contract]:
                     builder.add_key(rel.resource, name, end.key_type, rel.type)
                     builder.require(rel.resource, (name,))
             _add_properties(builder, rel, lambda name, r=rel: (r.resource, name))
-    without_raw_data = {e.resource for e in ENTITIES if not e.raw_data}
+    without_raw_data = {r for e in ENTITIES if not e.raw_data for r in e.resources}
     return {
         resource: Contract(resource, fields, _implied_dropped(builder.required.get(resource, [])),
                            tuple(name for name in fields if (resource, name) in builder.keys),

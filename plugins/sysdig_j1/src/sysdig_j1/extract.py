@@ -271,10 +271,9 @@ EXTRACTS = {declared.resource: declared for declared in (
     Extract("team_memberships", (Endpoint("/platform/v1/teams/{id}/users", "memberships.read", per=_TEAMS,
                                           params=(("withAdminUsers", "true"),)),)),
     Extract("roles", (Endpoint("/platform/v1/roles", "roles.read"),)),
-    Extract("service_accounts", (
-        Endpoint("/platform/v1/service-accounts", "global-service-accounts.read", folder="global"),
-        Endpoint("/platform/v1/teams/{id}/service-accounts", "team-service-accounts.read", per=_TEAMS, folder="teams"),
-    )),
+    Extract("service_accounts", (Endpoint("/platform/v1/service-accounts", "global-service-accounts.read"),)),
+    Extract("team_service_accounts", (Endpoint("/platform/v1/teams/{id}/service-accounts", "team-service-accounts.read",
+                                               per=_TEAMS),)),
     Extract("access_keys", (Endpoint("/platform/v1/access-keys", "customer-access-keys.read"),)),
     Extract("zones", (Endpoint("/platform/v1/zones", "zones.read"),)),
     Extract("sso_settings", (Endpoint("/platform/v1/sso-settings", "sso-settings.read", paging="none"),)),

@@ -216,7 +216,7 @@ def publish(
 ) -> dict:
     """Publish both frames in one job. With `previous_counts` (the last successful publish of this
     scope) and a `max_shrink`, a publish that would delete too much is aborted before finalize;
-    types of resources switched off on purpose are removed whatever their size."""
+    types that resources switched off on purpose remove or shrink are not guarded."""
     counts = {**type_counts(entities), **type_counts(relationships)}
     partial = sorted(partial_types or [])
     job_id = hook.create_job(scope)["id"]

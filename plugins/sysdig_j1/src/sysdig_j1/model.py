@@ -46,7 +46,7 @@ RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
     "finding_fixable": (("vulnerability.fixVersion", "string"),),
     "finding_from_base_image": (("layer.baseImages", "string[]"),),
     "cve_key": (("vulnerability.name", "string"),),
-    "service_account_scope": (),  # the listing it came from (`_partition`): global, or a team's
+    "service_account_scope": (),  # the resource it came from (`_resource`): global, or a team's
     "service_account_admin": (("systemRoles", "string[]"), ("teamRole", "string")),
     "never_expires": (("expirationDate", "timestamp"),),
     "access_key_name": (("id", "integer"),),
@@ -120,6 +120,13 @@ class EntityType:
     key_type: str = "string"  # JSON type of the key field(s) in the API: Sysdig ids are integers
     # Whether entities carry their source record as `_rawData` (and raw pages store it).
     raw_data: bool = True
+    # Further resources whose records are entities of this type too: listed by other endpoints,
+    # under other permissions (team service accounts), so each can be skipped or switched off alone.
+    more_resources: tuple[str, ...] = ()
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        return (self.resource, *self.more_resources)
 
     @property
     def key_sources(self) -> tuple[str, ...]:
@@ -436,6 +443,7 @@ SERVICE_ACCOUNT = EntityType(
     type="sysdig_service_account",
     cls="User",
     resource="service_accounts",
+    more_resources=("team_service_accounts",),
     key_source="id",
     key_type="integer",
     description="A Sysdig service account, global (/platform/v1/service-accounts) or a team's "
@@ -669,7 +677,7 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
       for owned in (ROLE, SERVICE_ACCOUNT, ACCESS_KEY, ZONE, SSO_SETTING, IP_FILTER, CLUSTER, HOST)),
     RelationshipType(TEAM, ROLE, "The team gives its members this custom role by default.", cls="ASSIGNED",
                      resource="teams", source_key_field="id", target_key_field="customTeamRoleId", optional=True),
-    RelationshipType(TEAM, SERVICE_ACCOUNT, "The team owns the service account.", resource="service_accounts",
+    RelationshipType(TEAM, SERVICE_ACCOUNT, "The team owns the service account.", resource="team_service_accounts",
                      source_key_field="teamId", target_key_field="id", optional=True),
     RelationshipType(TEAM, ACCESS_KEY, "The team owns the agent access key.", resource="access_keys",
                      source_key_field="teamId", target_key_field="id", optional=True),
@@ -702,7 +710,7 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
 
 # Resources the extract tasks fetch; every entity and relationship resource appears here.
 RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "roles", "service_accounts",
-                              "access_keys", "zones", "sso_settings", "ip_filters", "clusters", "hosts",
+                              "team_service_accounts", "access_keys", "zones", "sso_settings", "ip_filters", "clusters", "hosts",
                               "image_scans", "findings")
 # What cannot be switched off (connection extra disabled_resources): every other type hangs off it.
 CANNOT_SWITCH_OFF: tuple[str, ...] = ("account",)
@@ -715,16 +723,17 @@ def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:
     type touching an incomplete entity type."""
     entities = {
         e.type for e in ENTITIES
-        if e.resource in missing_resources or any(p.from_resource in missing_resources for p in e.properties)
+        if set(e.resources) & missing_resources or any(p.from_resource in missing_resources for p in e.properties)
     }
     return entities, _relationship_types(missing_resources, entities)
 
 
 def switched_off_types(resources: set[str]) -> tuple[set[str], set[str]]:
     """Entity and relationship types an operator removes by switching these resources off: their
-    own types and every relationship type touching them. (A property derived from a switched-off
-    resource is left empty instead: the team's member count.)"""
-    entities = {e.type for e in ENTITIES if e.resource in resources}
+    own types (those fed by several resources once all are off) and every relationship type
+    touching them. (A property derived from a switched-off resource is left empty instead: the
+    team's member count.)"""
+    entities = {e.type for e in ENTITIES if set(e.resources) <= resources}
     return entities, _relationship_types(resources, entities)
 
 

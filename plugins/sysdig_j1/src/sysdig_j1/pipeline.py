@@ -21,7 +21,7 @@ from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
-from sysdig_j1.model import RESOURCES, switched_off_types
+from sysdig_j1.model import RESOURCES, partial_types, switched_off_types
 from sysdig_j1.scrub import NestedTooDeep, Scrubber
 from sysdig_j1.transform import Context, build_graph
 
@@ -114,8 +114,11 @@ def transform(storage: RunStorage, config: dict) -> dict:
     storage.write_parquet(folder / "relationships.parquet", relationships)
     counts = {"entities": loader.type_counts(entities), "relationships": loader.type_counts(relationships)}
     log.info("graph built: %s", counts)
+    # the types the switch-off removes or shrinks (those also fed by a resource still on): the
+    # mass-deletion guard leaves them be, as it was done on purpose
+    shrunk = sorted(set().union(*partial_types(off)))
     return {"path": str(folder), "account_id": config["account_id"], "counts": counts, "partial_types": partial,
-            "switched_off_types": removed}
+            "switched_off_types": shrunk}
 
 
 def check_quality(storage: RunStorage, graph: dict) -> dict:

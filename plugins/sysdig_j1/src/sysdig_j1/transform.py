@@ -198,9 +198,9 @@ DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
     "finding_from_base_image": lambda raw, ctx: column(raw, "layer.baseImages").map(
         lambda pulls: pulls is not None and len(pulls) > 0, na_action="ignore").astype("boolean"),
     "cve_key": _cve_key,
-    # the listing: service_accounts/global, or service_accounts/teams/<id>
-    "service_account_scope": lambda raw, ctx: column(raw, "_partition").map(
-        lambda partition: "global" if partition == "global" else "team", na_action="ignore").astype("string"),
+    # the resource: service_accounts (global), or team_service_accounts
+    "service_account_scope": lambda raw, ctx: (column(raw, "_resource") == "service_accounts").map(
+        {True: "global", False: "team"}).astype("string"),
     "service_account_admin": _service_account_admin,
     "never_expires": lambda raw, ctx: column(raw, "expirationDate").isna().astype("boolean"),
     "access_key_name": lambda raw, ctx: "Agent access key " + as_string(column(raw, "id")),
@@ -231,7 +231,11 @@ def property_values(prop: Property, raw: pd.DataFrame, ctx: Context) -> pd.Serie
 
 # -- frames ------------------------------------------------------------------------------------
 def entity_frame(entity: EntityType, ctx: Context) -> pd.DataFrame:
-    raw = ctx.frame(entity.resource)
+    if entity.more_resources:  # one frame of every resource of the type that is not switched off
+        raw = pd.concat([ctx.frame(r).assign(_resource=r) for r in entity.resources if r not in ctx.switched_off],
+                        ignore_index=True)
+    else:
+        raw = ctx.frame(entity.resource)
     if entity.enrichment:
         resource, id_field, prefix = entity.enrichment
         extra = ctx.frame(resource).drop(columns=["_partition", "_rawData"])
