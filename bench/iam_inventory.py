@@ -1,7 +1,8 @@
-"""IAM and inventory benchmark: the extract tasks of roles, service accounts, access keys, zones, SSO
-settings, IP filters, clusters and hosts against a large tenant, then the transform of what they stored.
+"""IAM and inventory benchmark: the extract tasks of roles, service accounts (global and per team),
+access keys, zones, SSO settings, IP filters, clusters and hosts against a large tenant, then the
+transform of what they stored.
 
-The Sysdig emulator runs in its own process with a fixed latency per request. The eight extracts
+The Sysdig emulator runs in its own process with a fixed latency per request. The nine extracts
 run side by side after `extract_teams` (team service accounts are listed per team), sharing one
 hook and so one bound of CONCURRENCY requests in flight (in the DAG each task has its own: this is
 the slower case). We report requests per resource, wall time against the physical limit
@@ -27,7 +28,8 @@ from harness import emulator_process
 
 TOKEN = "bench-token"
 CONCURRENCY = 8
-RESOURCES = ("roles", "service_accounts", "access_keys", "zones", "sso_settings", "ip_filters", "clusters", "hosts")
+RESOURCES = ("roles", "service_accounts", "team_service_accounts", "access_keys", "zones", "sso_settings", "ip_filters",
+             "clusters", "hosts")
 
 
 def main() -> None:
