@@ -61,7 +61,7 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
     log.info("Sysdig token accepted: %s, customer %s; JupiterOne %s; storage %s",
              sysdig.describe(), account_id, jupiterone.base_url, storage.base_url)
     for resource, reason in off.items():
-        log.warning("%s will not be extracted: %s. Its types are removed from JupiterOne on this publish.",
+        log.warning("%s will not be extracted: %s. What only it provides is removed from JupiterOne on this publish.",
                     resource, reason)
     # Permissions first: a resource the token may not read is skipped, not failed halfway with 403s.
     skipped = {r: why for r, why in unreadable(sysdig.permissions()).items() if r not in off}

@@ -315,7 +315,7 @@ def _published(relationship: RelationshipType, keys: pd.Series, entities: dict[s
     """Which `keys` name an entity of this graph, with a warning for the others: an optional
     reference to something listed apart (a host's cluster, a key's team) may have appeared or gone
     between the two listings; the next run links it."""
-    found = keys.isna() | (keys.isin(entities[end.type]["_key"]) if end.type in entities else True)
+    found = keys.isna() | keys.isin(entities[end.type]["_key"])  # both ends are built, or so is not this type
     if not found.all():
         log.warning("%s: %d records name a %s this run did not list (e.g. %s): no relationship for them",
                     relationship.type, int((~found).sum()), end.type, keys[~found].iloc[0])

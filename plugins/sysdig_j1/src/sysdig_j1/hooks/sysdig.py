@@ -47,8 +47,9 @@ DETECT_TIMEOUT = (5, 10)
 class Listing:
     """One paged endpoint. `paging`: "offset" (offset/limit, page.total or total), "page"
     (pageNumber/pageSize, page.total: the inventory), "cursor" (page.next), "legacy" (resultsDirect's
-    options.canLoadMore) or "none" (one answer holds the whole list). `optional` listings whose first page answers
-    404/410 yield one empty page, with a warning, instead of failing the crawl (retired legacy endpoints)."""
+    options.canLoadMore) or "none" (one answer holds the whole list). `optional` listings whose
+    first page answers 404/410 yield one empty page, with a warning, instead of failing the crawl
+    (retired legacy endpoints)."""
 
     path: str
     name: str  # the caller's label for where the pages go
@@ -268,9 +269,10 @@ class SysdigHook(ApiHook):
         """The pages still to fetch after this one, once this page is shown to fit a complete listing.
 
         Offset and page-number listings: the first page tells the total and every other page is
-        planned at once; each page must hold exactly its share and repeat the same total. Cursor and legacy
-        listings walk one page at a time, so they keep a `_Walk`: a cursor seen before, a run of
-        empty pages, more pages than the total allows, or an end short of the total is an error.
+        planned at once; each page must hold exactly its share and repeat the same total. Cursor
+        and legacy listings walk one page at a time, so they keep a `_Walk`: a cursor seen before,
+        a run of empty pages, more pages than the total allows, or an end short of the total is
+        an error. An unpaged answer ("none") must hold the total it states, and point to no next.
         """
         def fail(problem: str) -> ListingError:
             return ListingError("GET", listing.path, f"incomplete listing: page {number}: {problem}")
