@@ -151,17 +151,21 @@ def test_depth_is_bounded_and_the_path_named_without_recursion_errors():
     assert Scrubber().record({"list": shallow}) == {"list": shallow}
 
 
-FINDING = {"findingId": "f1", "resultId": "r1", "vulnerability": {"name": "CVE-2024-1", "severity": "high"},
+FINDING = {"findingId": "f1", "resultId": "r1", "vulnerability": {
+    "name": "CVE-2024-1", "severity": "high", "exploitable": False, "cvssScore": {"version": "3.1", "score": 7.5}},
            "package": {"name": "curl", "version": "8.0", "type": "os"}}
 
 
 @pytest.mark.parametrize(("change", "problem"), [
-    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"score": 2**60}}}, "'vulnerability.cvssScore.score' "
-                                                                                      "should be a number"),
-    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"score": True}}}, "should be a number"),
+    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"version": "3.1", "score": 2**60}}},
+     "'vulnerability.cvssScore.score' should be a number"),
+    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"version": "3.1", "score": True}}},
+     "should be a number"),
+    ({"vulnerability": {**FINDING["vulnerability"], "cvssScore": {"version": "3.1"}}},
+     "field 'vulnerability.cvssScore.score' is missing or null, but Sysdig's published model requires it"),
     ({"package": {**FINDING["package"], "isRunning": 1}}, "'package.isRunning' should be true or false"),
     ({"layer": {"baseImages": "debian"}}, "'layer.baseImages' should be a list of text"),
-    ({"vulnerability": {"severity": "high"}}, "'vulnerability.name' is missing"),
+    ({"vulnerability": {**FINDING["vulnerability"], "name": None}}, "'vulnerability.name' is missing"),
     ({"riskAccept": {"expirationDate": "soon"}}, "'riskAccept.expirationDate' is not a date"),
 ])
 def test_the_column_path_refuses_exactly_what_the_record_path_refuses(change, problem):

@@ -18,13 +18,15 @@ import pytest
 import requests
 from conftest import J1_ACCOUNT, J1_KEY, REPO, SYSDIG_TOKEN, storage_text, task_states
 
-from sysdig_j1 import extract, load, monitoring
+from sysdig_j1 import extract, load, monitoring, raw
+from sysdig_j1.contract import ContractError, contract_for
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
 from sysdig_j1.emulators.jupiterone_graphql import evaluate
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
 from sysdig_j1.hooks.sysdig import Listing, ListingError, SysdigHook
-from sysdig_j1.model import RELATIONSHIPS
+from sysdig_j1.model import RELATIONSHIPS, SEVERITIES
+from sysdig_j1.scrub import Scrubber
 
 SCOPE = "sysdig-j1:5000001"
 AUTH = {"Authorization": f"Bearer {SYSDIG_TOKEN}"}
@@ -142,7 +144,13 @@ def test_every_new_type_publishes_with_exact_counts_and_sample_properties(dag, s
     served = want["clusters"][0]
     assert (cluster["_class"], cluster["id"], cluster["distribution"], cluster["arn"], cluster["lastSeenOn"]) == (
         "Cluster", served["hash"], "EKS", served["metadata"]["arn"], served["lastSeen"] * 1000)
+    summary, in_use = served["vulnerabilitySummary"], served["inUseVulnerabilitySummary"]
+    assert {level: cluster[f"{level}Vulnerabilities"] for level in SEVERITIES} == {
+        level: summary[f"{level}SeverityCount"] for level in SEVERITIES}  # from the published field names
+    assert (cluster["hasExploit"], cluster["inUseCriticalVulnerabilities"], cluster["inUseHighVulnerabilities"]) == (
+        summary["hasExploit"], in_use["criticalSeverityCount"], in_use["highSeverityCount"])
     host = by_key(found, "sysdig_host")[f"sysdig_host:{want['hosts'][0]['hash']}"]
+    assert all(isinstance(host[f"{level}Vulnerabilities"], int) for level in SEVERITIES)
     assert (host["_class"], host["hostname"], host["cluster"], host["instanceId"], host["zoneNames"]) == (
         "Host", "node-0", "prod-0", want["hosts"][0]["metadata"]["providerID"].rsplit("/", 1)[1],
         ["Entire Infrastructure"])
@@ -324,6 +332,24 @@ def test_access_key_values_and_sso_client_secrets_never_leave(dag, start_sysdig,
         assert secret not in stored and secret not in logs and secret not in published
 
 
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda summary: summary.pop("criticalSeverityCount"), "field 'vulnerabilitySummary.criticalSeverityCount' is "
+                                                           "missing or null, but Sysdig's published model requires it"),
+    (lambda summary: summary.update(critical=summary.pop("criticalSeverityCount")),
+     "field 'vulnerabilitySummary.criticalSeverityCount' is missing"),
+    (lambda summary: summary.update(highSeverityCount="2"), "field 'vulnerabilitySummary.highSeverityCount' should be "
+                                                            "an integer"),
+])
+def test_an_inventory_summary_without_a_published_count_fails_the_contract_naming_it(change, problem):
+    """A renamed count is an error, never a null: the counts were once read under the wrong names."""
+    record = SysdigOrg(OrgSpec()).host(0)
+    change(record["vulnerabilitySummary"])
+    with pytest.raises(ContractError, match=re.escape(problem)):
+        raw.encode_page([record], contract_for("hosts"), Scrubber(), "hosts: GET /secure/inventory/v1/resources page 0")
+    del record["vulnerabilitySummary"]  # the summary itself may be absent: then there are no counts
+    raw.encode_page([record], contract_for("hosts"), Scrubber(), "hosts: GET /secure/inventory/v1/resources page 0")
+
+
 def test_the_emulator_pages_the_inventory_by_number_and_forbids_without_permission(start_sysdig):
     sysdig = start_sysdig(OrgSpec(), permissions=("users.read",))
 
@@ -331,10 +357,11 @@ def test_the_emulator_pages_the_inventory_by_number_and_forbids_without_permissi
         return requests.get(f"{sysdig.url}{path}", params=params, headers=AUTH, timeout=5)
 
     first = get("/secure/inventory/v1/resources", pageNumber=1, pageSize=5, filter='type in ("Host", "Node")').json()
-    assert (first["page"], len(first["data"])) == ({"previous": None, "next": 2, "total": 16}, 5)
+    assert (first["page"], len(first["data"])) == ({"previous": None, "next": 2, "total": 4}, 5)  # total: pages
     last = get("/secure/inventory/v1/resources", pageNumber=4, pageSize=5, filter='type in ("Host", "Node")').json()
     assert (last["page"]["next"], [h["name"] for h in last["data"]]) == (None, ["node-15"])
-    assert get("/secure/inventory/v1/resources", filter='type = "Cluster"').json()["page"]["total"] == 3
+    clusters = get("/secure/inventory/v1/resources", filter='type = "Cluster"').json()
+    assert (clusters["page"]["total"], len(clusters["data"])) == (1, 3)
     assert get("/secure/inventory/v1/resources", filter="type ~ Cluster").status_code == 400
     assert get("/secure/inventory/v1/resources", pageSize=1001).status_code == 400
     for path in ("/platform/v1/roles", "/platform/v1/service-accounts", "/platform/v1/teams/20000/service-accounts",
@@ -359,28 +386,38 @@ def test_switching_off_or_lacking_a_resource_takes_what_is_listed_per_record_of_
         extract.switched_off(["zone"])
 
 
-@pytest.mark.parametrize("page_size", [1, 5, 1000])
-def test_page_number_listings_are_complete_whatever_the_page_size(start_sysdig, monkeypatch, page_size):
-    sysdig = start_sysdig(OrgSpec())
+@pytest.mark.parametrize(("hosts", "page_size", "pages"), [
+    (16, 1000, 1), (10, 5, 2), (25, 5, 5), (21, 1, 21), (20_500, 1000, 21), (0, 1000, 0)])
+def test_page_number_listings_are_complete_whatever_the_page_size(start_sysdig, monkeypatch, hosts, page_size, pages):
+    """page.total counts pages, as Sysdig publishes it: every one is read, and no record twice."""
+    sysdig = start_sysdig(OrgSpec(hosts=hosts, clusters=0))
     monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(
         {"conn_type": "sysdig", "host": sysdig.url, "password": SYSDIG_TOKEN, "extra": {"region": "us2"}}))
     listing = Listing("/secure/inventory/v1/resources", "hosts", paging="page", limit=page_size,
                       params={"filter": 'type in ("Host", "Node")'})
-    pages = list(SysdigHook().iter_pages([listing]))
-    names = [h["name"] for page in sorted(pages, key=lambda p: p.number) for h in page.records]
-    assert names == [f"node-{h}" for h in range(16)]
+    found = sorted(SysdigHook().iter_pages([listing]), key=lambda p: p.number)
+    names = [h["name"] for page in found for h in page.records]
+    assert (len([page for page in found if page.records]), names) == (pages, [f"node-{h}" for h in range(hosts)])
 
 
 @pytest.mark.parametrize(("scenario", "listing", "problem"), [
-    ("short_inventory_pages", Listing("/secure/inventory/v1/resources", "hosts", paging="page", limit=1000,
+    ("short_inventory_pages", Listing("/secure/inventory/v1/resources", "hosts", paging="page", limit=5,
                                       params={"filter": 'type in ("Host", "Node")'}),
-     "incomplete listing: page 0: 5 records at offset 0, expected 16 of 16"),
+     r"incomplete listing: page \d: page \d of 4 \(page.total counts pages\) holds 4 records; every page but the last "
+     "must hold 5"),
+    ("missing_inventory_page", Listing("/secure/inventory/v1/resources", "hosts", paging="page", limit=5,
+                                       params={"filter": 'type in ("Host", "Node")'}),
+     r"incomplete listing: page \d: page \d of 5 \(page.total counts pages\) holds [01] records; "),
+    ("missing_inventory_page", Listing("/secure/inventory/v1/resources", "hosts", paging="page", limit=1000,
+                                       params={"filter": 'type in ("Host", "Node")'}),
+     r"incomplete listing: page 0: page 1 of 2 \(page.total counts pages\) holds 16 records; every page but the "
+     "last must hold 1000"),
     ("paged_sso_settings", Listing("/platform/v1/sso-settings", "sso_settings", paging="none"),
-     "incomplete listing: page 0: the answer points to a next page of a listing that has no paging"),
+     r"incomplete listing: page 0: the answer points to a next page of a listing that has no paging"),
 ])
 def test_a_listing_that_drops_rows_or_hides_pages_fails(start_sysdig, monkeypatch, scenario, listing, problem):
     sysdig = start_sysdig(OrgSpec(), scenario=scenario)
     monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(
         {"conn_type": "sysdig", "host": sysdig.url, "password": SYSDIG_TOKEN, "extra": {"region": "us2"}}))
-    with pytest.raises(ListingError, match=re.escape(f"GET {listing.path} failed: {problem}")):
+    with pytest.raises(ListingError, match=re.escape(f"GET {listing.path} failed: ") + problem):
         list(SysdigHook().iter_pages([listing]))

@@ -124,8 +124,7 @@ def test_users_paged_to_the_end_are_exactly_the_org(base_url: str) -> None:
     assert [u["email"] for u in users] == [f"user{i}@example.com" for i in range(30)]
     assert [u["id"] for u in users if u["isAdmin"]] == [10000, 10001]
     assert set(users[0]) == {"id", "email", "firstName", "lastName", "isAdmin", "isEnabled",
-                             "activationStatus", "dateCreated", "lastUpdated", "version",
-                             "bypassSsoEnforcement"}
+                             "activationStatus", "dateCreated", "lastUpdated", "version"}
     assert users[16]["lastName"] is None and users[15]["lastName"] is not None
     assert users[4]["lastUpdated"] is None
     assert users[3]["dateCreated"] == "2024-01-01T03:00:00Z"
@@ -557,7 +556,7 @@ TOUCHED = {
     "mixed_dates": {USERS, TEAMS}, "pre_1970_date": {USERS}, "bad_date": {USERS},
     "echo_token": {USERS, TEAMS, RUNTIME, ME}, "nested_secrets": {USERS, ME},
     "error_echo": {TEAMS}, "redirect": {USERS}, "dangling_reference": {RESULT},
-    "short_inventory_pages": {INVENTORY}, "paged_sso_settings": {SSO_SETTINGS},
+    "short_inventory_pages": {INVENTORY}, "missing_inventory_page": {INVENTORY}, "paged_sso_settings": {SSO_SETTINGS},
 }
 TOUCHED["echo_token"].add(RESULT)
 READ_ROUTES = (USERS, TEAMS, TEAM_USERS, RUNTIME, RESULT, ME, "/secure/vulnerability/v1/pipeline-results",

@@ -157,17 +157,18 @@ def test_user_is_active_only_when_confirmed_and_enabled(storage):
     assert active == {1: True, 2: False, 3: False, 4: True, 5: False}
 
 
-def test_team_user_count_comes_from_memberships(storage):
+def test_team_user_count_counts_the_members_that_are_users(storage):
     def member(team_id: int, user_id: int) -> dict:
         return {"teamId": team_id, "userId": user_id, "standardTeamRole": "ROLE_TEAM_READ"}
 
     entities, relationships = graph(storage, {
+        "users": [{"id": i, "email": f"u{i}@x", "isAdmin": False} for i in (10, 11)],
         "teams": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}],
-        "team_memberships/1": [member(1, 10), member(1, 11), member(1, 12)],
+        "team_memberships/1": [member(1, 10), member(1, 11), member(1, 12)],  # 12: removed between the listings
         "team_memberships/3": [member(3, 10)],  # a team the team list does not have
     })
 
-    assert [entity(entities, f"sysdig_team:{t}")["userCount"] for t in (1, 2)] == [3, 0]
+    assert [entity(entities, f"sysdig_team:{t}")["userCount"] for t in (1, 2)] == [2, 0]
     assert (relationships["_type"] == "sysdig_team_has_user").sum() == 4
 
 
@@ -236,10 +237,13 @@ def test_a_membership_needs_a_standard_or_a_custom_role(storage):
 def test_optional_references_to_what_this_run_did_not_list_are_dropped_with_a_warning(storage, caplog):
     """A host naming a cluster the inventory did not list (created in between), a team listing a zone
     twice, a node whose provider id is no EC2 instance id: no relationship, and a warning each."""
-    cluster = {"hash": "c1", "name": "prod-0"}
-    hosts = [{"hash": "h1", "name": "node-1", "metadata": {"cluster": "prod-0", "providerID": "aws:///z/i-0abc12345"}},
-             {"hash": "h2", "name": "node-2", "metadata": {"cluster": "prod-9", "providerID": "aws:///z/i-NOTHEX"}},
-             {"hash": "h3", "name": "bare-metal"}]  # no cluster: no relationship, and nothing to warn about
+    required = {"platform": "Kubernetes", "type": "Node", "category": "Compute", "lastSeen": 1, "zones": []}
+    cluster = {**required, "hash": "c1", "name": "prod-0", "type": "Cluster"}
+    hosts = [{**required, "hash": "h1", "name": "node-1",
+              "metadata": {"cluster": "prod-0", "providerID": "aws:///z/i-0abc12345"}},
+             {**required, "hash": "h2", "name": "node-2",
+              "metadata": {"cluster": "prod-9", "providerID": "aws:///z/i-NOTHEX"}},
+             {**required, "hash": "h3", "name": "bare-metal"}]  # no cluster: no relationship, nothing to warn about
     team = {"id": 20000, "name": "ops", "zoneIds": [40000, 40000, 40001]}
     zones = [{"id": 40000, "name": "a"}, {"id": 40001, "name": "b"}]
     _, relationships = graph(storage, {"clusters": [cluster], "hosts": hosts, "teams": [team], "zones": zones})

@@ -1,9 +1,11 @@
 """The source contract: what a raw Sysdig record must look like before anything is derived from it.
 
 Derived from the data model, one contract per raw resource: every field the model reads (property
-sources, key fields, fields only derivation rules read) with its JSON type, and the groups of
-fields of which at least one must be present (a required property's sources, the key). A record
-that breaks it is rejected with the field and the reason; nothing is coerced. Timestamps are
+sources, key fields, fields only derivation rules read) with its JSON type, the groups of fields
+of which at least one must be present (a required property's sources, the key), and the fields
+Sysdig's published models require (`Property.api_required`), which must be present whenever the
+object holding them is, so that a renamed field fails instead of publishing nulls. A record that
+breaks it is rejected with the field and the reason; nothing is coerced. Timestamps are
 parsed per value (ISO 8601 text, epoch seconds or epoch milliseconds, before 1970 too) into epoch
 milliseconds, so a column may mix the three forms.
 
@@ -51,6 +53,7 @@ class Contract:
     required: tuple[tuple[str, ...], ...]  # at least one field of each group is present
     keys: tuple[str, ...]  # the fields that identify a record, for error messages
     raw_data: bool = True  # whether pages keep each record as `_rawData` (see `raw.py`)
+    present: tuple[str, ...] = ()  # present and not null wherever the object holding them is
 
     @property
     def schema(self) -> pa.Schema:
@@ -67,6 +70,10 @@ class Contract:
         for group in self.required:
             if all(out[name] is None for name in group):
                 raise ContractError(f"required field {' or '.join(map(repr, group))} is missing or null")
+        for name in self.present:  # (in lists, `[].field`, an element without it fails the type check)
+            parent = name.rpartition(".")[0]
+            if out[name] is None and "[]" not in name and (not parent or _lookup(record, parent) is not None):
+                raise ContractError(f"field {name!r} is missing or null, but Sysdig's published model requires it")
         return out
 
     def columns(self, records: list[Any], scrub: Callable[[str, list], list]) -> dict[str, pa.Array] | None:
@@ -100,6 +107,11 @@ class Contract:
         for group in self.required:
             present = functools.reduce(pc.or_, (out[name].is_valid() for name in group))
             if not pc.all(present).as_py():
+                return None
+        for name in self.present:
+            parent = name.rpartition(".")[0]
+            holders = found[parent] if parent else records
+            if any(value is None and holder is not None for holder, value in zip(holders, found[name])):
                 return None
         return out
 
@@ -233,6 +245,7 @@ class _Builder:
         self.fields: dict[str, dict[str, str]] = {}
         self.required: dict[str, list[tuple[str, ...]]] = {}
         self.keys: set[tuple[str, str]] = set()
+        self.present: dict[str, list[str]] = {}
 
     def add_key(self, resource: str, name: str, type_: str, owner: str) -> None:
         self.add(resource, name, type_, owner)
@@ -246,6 +259,11 @@ class _Builder:
         fields = self.fields.setdefault(resource, {})
         if fields.setdefault(name, type_) != type_:
             raise TypeError(f"{owner}: source field {name!r} of {resource} declared as {fields[name]} and {type_}")
+
+    def require_present(self, resource: str, name: str) -> None:
+        names = self.present.setdefault(resource, [])
+        if name not in names:
+            names.append(name)
 
     def require(self, resource: str, group: tuple[str, ...]) -> None:
         group = tuple(name for name in group if not name.startswith("_"))
@@ -267,6 +285,8 @@ def _add_properties(builder: _Builder, owner: EntityType | RelationshipType, res
             builder.add(*resource_of(name), prop.type, owner.type)
         for name, type_ in prop.reads:
             builder.add(*resource_of(name), type_, owner.type)
+        if prop.api_required:
+            builder.require_present(*resource_of(prop.sources[0]))
         needs = prop.sources or (() if prop.derive in TOTAL_RULES else tuple(name for name, _ in prop.reads))
         if prop.required and needs:
             resources = {resource_of(name)[0] for name in needs}
@@ -304,7 +324,8 @@ def contracts() -> dict[str, Contract]:
     return {
         resource: Contract(resource, fields, _implied_dropped(builder.required.get(resource, [])),
                            tuple(name for name in fields if (resource, name) in builder.keys),
-                           raw_data=resource not in without_raw_data)
+                           raw_data=resource not in without_raw_data,
+                           present=tuple(builder.present.get(resource, ())))
         for resource, fields in builder.fields.items()
     }
 

@@ -225,6 +225,10 @@ class Endpoint:
     folder: str | None = None  # where under the resource's raw folder (a stage, "global")
     into: str | None = None  # a raw resource of its own, merged in by the transform (users_light)
     optional: bool = False  # a retired legacy endpoint: gone is a warning, not a failure
+    # The response model Sysdig publishes for it (its OpenAPI-generated client's name; the tests
+    # hold the emulator and the source contract to it); None where none is published, so the shape
+    # is our reading of real answers (the legacy /api endpoints).
+    model: str | None = None
 
     def label(self, resource: str) -> str:
         """Where its pages go, per-record part left out: the manifest counts records under this."""
@@ -265,30 +269,36 @@ EXTRACTS = {declared.resource: declared for declared in (
     Extract("account", (Endpoint("/api/users/me", paging="none"),), extract_account),
     # The light list adds lastSeenOnSecure, systemRole and products. It is legacy, so if it is gone
     # the users still publish, only without those properties.
-    Extract("users", (Endpoint("/platform/v1/users", "users.read"),
+    Extract("users", (Endpoint("/platform/v1/users", "users.read", model="GetUsersPaginatedResponseV1"),
                       Endpoint("/api/v2/users/light", items="users", limit=1000, into="users_light", optional=True))),
-    Extract(_TEAMS, (Endpoint("/platform/v1/teams", "customer-teams.read"),)),
+    Extract(_TEAMS, (Endpoint("/platform/v1/teams", "customer-teams.read", model="GetTeamsPaginatedResponseV1"),)),
     Extract("team_memberships", (Endpoint("/platform/v1/teams/{id}/users", "memberships.read", per=_TEAMS,
-                                          params=(("withAdminUsers", "true"),)),)),
-    Extract("roles", (Endpoint("/platform/v1/roles", "roles.read"),)),
-    Extract("service_accounts", (Endpoint("/platform/v1/service-accounts", "global-service-accounts.read"),)),
+                                          params=(("withAdminUsers", "true"),),
+                                          model="GetTeamUsersPaginatedResponseV1"),)),
+    Extract("roles", (Endpoint("/platform/v1/roles", "roles.read", model="GetRolesPaginatedResponseV1"),)),
+    Extract("service_accounts", (Endpoint("/platform/v1/service-accounts", "global-service-accounts.read",
+                                          model="GetServiceAccountsPaginatedResponseV1"),)),
     Extract("team_service_accounts", (Endpoint("/platform/v1/teams/{id}/service-accounts", "team-service-accounts.read",
-                                               per=_TEAMS),)),
-    Extract("access_keys", (Endpoint("/platform/v1/access-keys", "customer-access-keys.read"),)),
-    Extract("zones", (Endpoint("/platform/v1/zones", "zones.read"),)),
-    Extract("sso_settings", (Endpoint("/platform/v1/sso-settings", "sso-settings.read", paging="none"),)),
-    Extract("ip_filters", (Endpoint("/platform/v1/ip-filters", "ip-filters.read"),)),
+                                               per=_TEAMS, model="GetServiceAccountsPaginatedResponseV1"),)),
+    Extract("access_keys", (Endpoint("/platform/v1/access-keys", "customer-access-keys.read",
+                                     model="GetAccessKeysPaginatedResponseV1"),)),
+    Extract("zones", (Endpoint("/platform/v1/zones", "zones.read", model="ListZonesResponseV1"),)),
+    Extract("sso_settings", (Endpoint("/platform/v1/sso-settings", "sso-settings.read", paging="none",
+                                      model="AllSsoSettingsResponseV1"),)),
+    Extract("ip_filters", (Endpoint("/platform/v1/ip-filters", "ip-filters.read", model="IpFiltersPaginatedResponseV1"),)),
     Extract("clusters", (Endpoint(INVENTORY_PATH, paging="page", limit=MAX_INVENTORY_PAGE,
-                                  params=(("filter", 'type = "Cluster"'),)),)),
+                                  params=(("filter", 'type = "Cluster"'),), model="InventoryResourceResponse"),)),
     Extract("hosts", (Endpoint(INVENTORY_PATH, paging="page", limit=MAX_INVENTORY_PAGE,
-                               params=(("filter", 'type in ("Host", "Node")'),)),)),
+                               params=(("filter", 'type in ("Host", "Node")'),), model="InventoryResourceResponse"),)),
     Extract("image_scans", (
-        *(Endpoint(f"/secure/vulnerability/v1/{stage}-results", paging="cursor", limit=MAX_CURSOR_PAGE, folder=stage)
+        *(Endpoint(f"/secure/vulnerability/v1/{stage}-results", paging="cursor", limit=MAX_CURSOR_PAGE, folder=stage,
+                   model=f"{stage.capitalize()}ResultsResponse")
           for stage in VM_STAGES),
         Endpoint("/api/scanning/v1/resultsDirect", paging="legacy", items="results", limit=LEGACY_PAGE,
                  folder="legacy", optional=True),
     ), extract_image_scans),
-    Extract("findings", (Endpoint(findings.RESULT_PATH.format("{resultId}"), paging="none", per="image_scans"),),
+    Extract("findings", (Endpoint(findings.RESULT_PATH.format("{resultId}"), paging="none", per="image_scans",
+                                  model="ScanResultResponse"),),
             extract_findings),
 )}
 

@@ -33,7 +33,7 @@ RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
     "user_active": (("activationStatus", "string"), ("light.status", "string"), ("isEnabled", "boolean"),
                     ("light.enabled", "boolean")),
     "user_web_link": (("id", "integer"),),
-    "team_user_count": (("id", "integer"),),  # and the memberships (`from_resource`)
+    "team_user_count": (("id", "integer"),),  # and the memberships and users (`from_resources`)
     "image_registry": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
     "image_repository": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
     "image_tag": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
@@ -85,9 +85,13 @@ class Property:
     derive: str | None = None
     constant: object = None
     required: bool = False
-    # Another resource a derivation reads (the team's member count reads the memberships): when it
-    # was not extracted, the property's whole type is kept in JupiterOne as a partial dataset.
-    from_resource: str | None = None
+    # Other resources a derivation reads (the team's member count reads the memberships and the
+    # users): when one was not extracted, the property's whole type is kept in JupiterOne as a
+    # partial dataset, so a value derived from incomplete data is never published.
+    from_resources: tuple[str, ...] = ()
+    # Sysdig's published response model requires the source field (within its object, when that
+    # is present): a record without it breaks the source contract instead of publishing a null.
+    api_required: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -96,6 +100,8 @@ class Property:
             raise ValueError(f"{self.name}: give exactly one of source, derive, constant")
         if self.derive is not None and self.derive not in RULE_READS:
             raise ValueError(f"{self.name}: rule {self.derive!r} is not declared in RULE_READS")
+        if self.api_required and len(self.sources) != 1:
+            raise ValueError(f"{self.name}: api_required needs exactly one source field")
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -297,7 +303,7 @@ TEAM = EntityType(
         _p("entryPointModule", "string", "UI module the team lands on.", source="uiSettings.entryPoint.module"),
         _p("theme", "string", "Team colour.", source="uiSettings.theme"),
         _p("userCount", "integer", "Number of members, counted from the team memberships.", derive="team_user_count",
-           from_resource="team_memberships"),
+           from_resources=("team_memberships", "users")),
         _p("createdOn", "timestamp", "When the team was created.", source="dateCreated"),
         _p("updatedOn", "timestamp", "When the team was last updated.", source="lastUpdated"),
         _p("version", "integer", "Sysdig record version.", source="version"),
@@ -360,12 +366,12 @@ FINDING = EntityType(
         _p("id", "string", "Finding id: a hash of the scan result, the package and the vulnerability (stable "
                            "across runs).", source="findingId", required=True),
         _p("name", "string", "Vulnerability name: a CVE id, or another advisory id (e.g. GHSA-...).",
-           source="vulnerability.name", required=True),
+           source="vulnerability.name", required=True, api_required=True),
         _p("displayName", "string", "'<vulnerability> in <package> <version>'.", derive="finding_display_name",
            required=True),
         _p("category", "string", "Finding category.", constant="Package Vulnerability", required=True),
         _p("severity", "string", "Sysdig severity: critical, high, medium, low or negligible.",
-           source="vulnerability.severity", required=True),
+           source="vulnerability.severity", required=True, api_required=True),
         _p("numericSeverity", "integer", "Severity as 0-10: critical 9, high 7, medium 4, low 1, negligible 0 "
                                          "(the lower bounds of the CVSS v3 bands).",
            derive="finding_numeric_severity", required=True),
@@ -374,10 +380,11 @@ FINDING = EntityType(
         _p("imageScanId", "string", "The scan result the finding is part of.", source="resultId", required=True),
         _p("stage", "string", "Stage of the scan result: runtime, pipeline or registry.", source="_partition",
            required=True),
-        _p("packageName", "string", "Vulnerable package.", source="package.name", required=True),
-        _p("packageVersion", "string", "Installed version of the package.", source="package.version", required=True),
+        _p("packageName", "string", "Vulnerable package.", source="package.name", required=True, api_required=True),
+        _p("packageVersion", "string", "Installed version of the package.", source="package.version", required=True,
+           api_required=True),
         _p("packageType", "string", "Package type (os, java, python, javascript, golang, ...).",
-           source="package.type", required=True),
+           source="package.type", required=True, api_required=True),
         _p("packagePath", "string", "Where the package is in the image (language packages).", source="package.path"),
         _p("packageLicense", "string", "Package licence.", source="package.license"),
         _p("inUse", "boolean", "The package is used by a running process (runtime results).",
@@ -386,12 +393,13 @@ FINDING = EntityType(
            source="vulnerability.fixVersion"),
         _p("fixable", "boolean", "A fix version exists.", derive="finding_fixable", required=True),
         _p("suggestedFix", "string", "Version Sysdig suggests upgrading the package to.", source="package.suggestedFix"),
-        _p("exploitable", "boolean", "A public exploit exists.", source="vulnerability.exploitable"),
+        _p("exploitable", "boolean", "A public exploit exists.", source="vulnerability.exploitable", api_required=True),
         _p("exploitPublishedOn", "timestamp", "When the exploit was published.",
            source="vulnerability.exploit.publicationDate"),
         _p("cisaKev", "boolean", "Listed in CISA's Known Exploited Vulnerabilities catalogue.", source="cisaKev"),
-        _p("cvssScore", "number", "CVSS base score.", source="vulnerability.cvssScore.score"),
-        _p("cvssVersion", "string", "CVSS version of the score.", source="vulnerability.cvssScore.version"),
+        _p("cvssScore", "number", "CVSS base score.", source="vulnerability.cvssScore.score", api_required=True),
+        _p("cvssVersion", "string", "CVSS version of the score.", source="vulnerability.cvssScore.version",
+           api_required=True),
         _p("cvssVector", "string", "CVSS vector.", source="vulnerability.cvssScore.vector"),
         _p("epssScore", "number", "EPSS probability of exploitation in the next 30 days (FIRST.org).",
            source="epss.score"),
@@ -404,7 +412,8 @@ FINDING = EntityType(
         _p("riskAcceptReason", "string", "Reason given for the risk acceptance.", source="riskAccept.reason"),
         _p("riskAcceptDescription", "string", "Description of the risk acceptance.", source="riskAccept.description"),
         _p("riskAcceptExpiresOn", "timestamp", "When the risk acceptance expires.", source="riskAccept.expirationDate"),
-        _p("layerDigest", "string", "Digest of the image layer that added the package.", source="layer.digest"),
+        _p("layerDigest", "string", "Digest of the image layer that added the package.", source="layer.digest",
+           api_required=True),
         _p("fromBaseImage", "boolean", "The layer comes from a base image.", derive="finding_from_base_image"),
         _p("baseImages", "string[]", "Pull strings of the base images the layer belongs to.", source="layer.baseImages"),
     ),
@@ -507,7 +516,7 @@ ZONE = EntityType(
         _p("author", "string", "Who created it.", source="author"),
         _p("lastModifiedBy", "string", "Who changed it last.", source="lastModifiedBy"),
         _p("scopeTargetTypes", "string[]", "What each scope selects (kubernetes, aws, gcp, azure, host, ...).",
-           source="scopes[].targetType"),
+           source="scopes[].targetType", api_required=True),
         _p("scopeRules", "string[]", "Each scope's rules, in the order of scopeTargetTypes.", source="scopes[].rules"),
         _p("updatedOn", "timestamp", "When it was last changed.", source="lastUpdated"),
     ),
@@ -528,7 +537,7 @@ SSO_SETTING = EntityType(
            required=True),
         _p("product", "string", "Product it applies to (secure or monitor).", source="product"),
         _p("active", "boolean", "SSO is on.", source="isActive", required=True),
-        _p("type", "string", "SAML or OPENID.", source="config.type"),
+        _p("type", "string", "SAML or OPENID.", source="config.type", api_required=True),
         _p("passwordLoginEnabled", "boolean", "Users may still sign in with a password.",
            source="isPasswordLoginEnabled"),
         _p("createUserOnLogin", "boolean", "A first SSO login creates the user.", source="createUserOnLogin"),
@@ -567,22 +576,27 @@ IP_FILTER = EntityType(
 
 # -- what Sysdig watches: the inventory (/secure/inventory/v1/resources) ---------------------------
 def _inventory(kind: str) -> tuple[Property, ...]:
-    """What clusters and hosts share: the inventory's own fields and vulnerability summary."""
+    """What clusters and hosts share: the inventory's own fields and vulnerability summary (the
+    summary may be absent; when present, its counts are required)."""
     return (
-        _p("id", "string", "Inventory hash of the resource.", source="hash", required=True),
-        _p("name", "string", f"{kind} name.", source="name", required=True),
+        _p("id", "string", "Inventory hash of the resource.", source="hash", required=True, api_required=True),
+        _p("name", "string", f"{kind} name.", source="name", required=True, api_required=True),
         _p("displayName", "string", f"{kind} name.", source="name", required=True),
-        _p("platform", "string", "Kubernetes, AWS, GCP, Azure, ...", source="platform"),
-        _p("resourceType", "string", "Inventory type.", source="type"),
-        _p("category", "string", "Inventory category.", source="category"),
+        _p("platform", "string", "Kubernetes, AWS, GCP, Azure, ...", source="platform", api_required=True),
+        _p("resourceType", "string", "Inventory type.", source="type", api_required=True),
+        _p("category", "string", "Inventory category.", source="category", api_required=True),
         _p("exposed", "boolean", "Reachable from the internet.", source="isExposed"),
         _p("labels", "string[]", "Labels, as key=value.", source="labels"),
-        _p("zoneNames", "string[]", "Zones it belongs to.", source="zones[].name"),
-        _p("lastSeenOn", "timestamp", "When Sysdig last saw it.", source="lastSeen"),
-        _p("criticalVulnerabilities", "integer", "Critical vulnerabilities.", source="vulnerabilitySummary.critical"),
-        _p("highVulnerabilities", "integer", "High vulnerabilities.", source="vulnerabilitySummary.high"),
+        _p("zoneNames", "string[]", "Zones it belongs to.", source="zones[].name", api_required=True),
+        _p("lastSeenOn", "timestamp", "When Sysdig last saw it.", source="lastSeen", api_required=True),
+        *(_p(f"{level}Vulnerabilities", "integer", f"{level.capitalize()} vulnerabilities.",
+             source=f"vulnerabilitySummary.{level}SeverityCount", api_required=True) for level in SEVERITIES),
         _p("hasExploit", "boolean", "A vulnerability with a public exploit is present.",
-           source="vulnerabilitySummary.hasExploit"),
+           source="vulnerabilitySummary.hasExploit", api_required=True),
+        *(_p(f"inUse{level.capitalize()}Vulnerabilities", "integer",
+             f"{level.capitalize()} vulnerabilities in packages in use.",
+             source=f"inUseVulnerabilitySummary.{level}SeverityCount", api_required=True)
+          for level in ("critical", "high")),
     )
 
 
@@ -708,6 +722,39 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
                      target_key_field="metadata.clusterId", target_key_rule="gke_cluster_key"),
 )
 
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    """Something this project reads that Sysdig's published response models (those of its
+    OpenAPI-generated client, see the README) do not have: our reading of the real API, with why.
+    Read when present, never relied on being there unless the model says so."""
+
+    model: str  # the published model it extends, or the path of the endpoint it belongs to
+    field: str  # dotted, from that model; "*" any field; "?name" a query parameter
+    reason: str
+
+
+UNPUBLISHED: tuple[Unpublished, ...] = (
+    Unpublished("UserResponseV1", "isEnabled", "whether the user may sign in: the service sends it, the published "
+                "model lags it"),
+    Unpublished("/platform/v1/teams/{id}/users", "?withAdminUsers", "lists customer admins as members of every "
+                "team, as the UI does; not in the published client"),
+    Unpublished("SsoSettingsResponseV1", "integrationName", "the name an admin gave the integration"),
+    Unpublished("SsoSettingsResponseBaseV1", "*", "the published models hold only the base of `config` (its "
+                "`type`); its SAML and OpenID variants carry metadataUrl, issuerUrl, clientId, clientSecret, ..."),
+    Unpublished("InventoryResource", "metadata.*", "metadata is published only as an object; its keys (cluster, "
+                "providerID, arn, resourceId, clusterId, ...) are our reading of inventory answers"),
+    Unpublished("Package", "riskAcceptRefs", "package-level risk acceptance: in other public Sysdig material (the "
+                "Jenkins plugin's scan-result model assigns accepted risks to packages), not in this client"),
+    Unpublished("Vulnerability", "providersMetadata.*", "published only as a map: FIRST.org's EPSS score under "
+                "`first.org`.`epssScore` is our reading"),
+    Unpublished("/api/scanning/v1/resultsDirect", "fullTag", "legacy scanning (end of life 2024-12-31), which no "
+                "published model covers"),
+    Unpublished("/api/scanning/v1/resultsDirect", "policyStatus", "legacy scanning (end of life 2024-12-31), which "
+                "no published model covers"),
+)
+
 # Resources the extract tasks fetch; every entity and relationship resource appears here.
 RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "roles", "service_accounts",
                               "team_service_accounts", "access_keys", "zones", "sso_settings", "ip_filters", "clusters", "hosts",
@@ -723,7 +770,8 @@ def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:
     type touching an incomplete entity type."""
     entities = {
         e.type for e in ENTITIES
-        if set(e.resources) & missing_resources or any(p.from_resource in missing_resources for p in e.properties)
+        if set(e.resources) & missing_resources
+        or any(set(p.from_resources) & missing_resources for p in e.properties)
     }
     return entities, _relationship_types(missing_resources, entities)
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sysdig_j1.extract import EXTRACTS
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
+from sysdig_j1.model import ENTITIES, RELATIONSHIPS, UNPUBLISHED, EntityType, Property, RelationshipType
 
 JSON_TYPES = {
     "string": {"type": "string"},
@@ -116,11 +116,18 @@ def all_schemas() -> dict[str, dict]:
 
 def render_markdown() -> str:
     lines = [
-        "| resource (extract task) | Sysdig endpoint | paging | permission |",
-        "|---|---|---|---|",
+        "| resource (extract task) | Sysdig endpoint | paging | permission | published response model |",
+        "|---|---|---|---|---|",
         *(f"| `{declared.resource}` | `GET {e.path}`{''.join(f' `{k}={v}`' for k, v in e.params)}"
-          f"{f' (per `{e.per}` record)' if e.per else ''} | {e.paging} | {e.permission or '(none documented)'} |"
+          f"{f' (per `{e.per}` record)' if e.per else ''} | {e.paging} | {e.permission or '(none documented)'} | "
+          f"{f'`{e.model}`' if e.model else 'none: our reading'} |"
           for declared in EXTRACTS.values() for e in declared.endpoints),
+        "",
+        "Read beyond Sysdig's published response models (our reading; read when present):",
+        "",
+        "| published model (or endpoint) | field | why |",
+        "|---|---|---|",
+        *(f"| `{u.model}` | `{u.field}` | {u.reason} |" for u in UNPUBLISHED),
         "",
         "| entity `_type` | `_class` | `_key` | from Sysdig |",
         "|---|---|---|---|",
@@ -137,7 +144,8 @@ def render_markdown() -> str:
         lines += ["", f"**`{owner.type}` properties**", "", "| property | type | required | from | description |",
                   "|---|---|---|---|---|"]
         for p in owner.properties:
-            origin = ", ".join(f"`{s}`" for s in p.sources) or (
+            origin = ", ".join(f"`{s}`" + (" (required by Sysdig's model)" if p.api_required else "")
+                               for s in p.sources) or (
                 f"rule `{p.derive}`" + (f" ({', '.join(name for name, _ in p.reads)})" if p.reads else "")
                 if p.derive else f"`{p.constant!r}`")
             lines.append(f"| `{p.name}` | {p.type} | {'yes' if p.required else ''} | {origin} | {p.description} |")

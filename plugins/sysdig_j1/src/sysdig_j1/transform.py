@@ -111,7 +111,10 @@ def _user_web_link(raw: pd.DataFrame, ctx: Context) -> pd.Series:
 
 
 def _team_user_count(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    """Members that are users of the account: a membership of a user the users listing does not
+    hold (removed in between) is not counted, so the count needs both listings complete."""
     members = ctx.frame("team_memberships")
+    members = members[column(members, "userId").isin(column(ctx.frame("users"), "id"))]
     counts = column(members, "teamId").value_counts()
     return column(raw, "id").map(counts).fillna(0)
 
@@ -218,7 +221,7 @@ DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
 
 
 def property_values(prop: Property, raw: pd.DataFrame, ctx: Context) -> pd.Series:
-    if prop.from_resource in ctx.switched_off:
+    if set(prop.from_resources) & ctx.switched_off:
         values = pd.Series(pd.NA, index=raw.index, dtype="object")
     elif prop.derive:
         values = DERIVATIONS[prop.derive](raw, ctx)

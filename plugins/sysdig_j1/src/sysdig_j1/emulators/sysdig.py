@@ -44,8 +44,16 @@ SCENARIOS = (
     "short_member_pages", "changing_total", "cursor_loop", "endless_empty", "endless_pages",
     "string_user_id", "bool_as_text", "data_not_list", "item_not_object", "body_not_object",
     "deep_nesting", "lone_surrogate", "mixed_dates", "pre_1970_date", "bad_date", "echo_token",
-    "nested_secrets", "error_echo", "redirect", "dangling_reference", "short_inventory_pages", "paged_sso_settings",
+    "nested_secrets", "error_echo", "redirect", "dangling_reference", "short_inventory_pages",
+    "missing_inventory_page", "paged_sso_settings",
 )
+# Scenarios whose answers break Sysdig's published response models on purpose (wrong types, fields
+# the models lack, answers that are no model at all); every other one keeps the published shapes
+# and only lies in ways the shapes cannot show (short pages, loops, echoed secrets).
+SHAPE_BREAKING = frozenset({
+    "string_user_id", "bool_as_text", "data_not_list", "item_not_object", "body_not_object", "deep_nesting",
+    "mixed_dates", "bad_date", "nested_secrets", "error_echo", "redirect", "paged_sso_settings",
+})
 _MAX_OFFSET = 2_147_483_647
 _MAX_CURSOR_CHARS = 300
 _RATE_WINDOW_SECONDS = 60
@@ -321,6 +329,28 @@ def _short_pages(emulator: SysdigEmulator, request: Request, handler: Handler) -
     return response
 
 
+def _short_middle_pages(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """Every page but the last silently drops its last record (page.total still counts pages)."""
+    response = handler(request)
+    if response.body["page"]["next"] is not None:
+        response.body["data"] = response.body["data"][:-1]
+    return response
+
+
+def _missing_page(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
+    """Page 2's records are never served: from page 2 on, each page answers with the next page's
+    records, and page.total still counts the page that went missing (so the last answers empty)."""
+    number = int(request.query.get("pageNumber", "1"))
+    if number >= 2:
+        request = dataclasses.replace(request, query={**request.query, "pageNumber": str(number + 1)})
+    response = handler(request)
+    page_info = response.body["page"]
+    page_info["total"] += 1
+    page_info["next"] = number + 1 if number < page_info["total"] else None
+    page_info["previous"] = number - 1 if number > 1 else None
+    return response
+
+
 def _points_to_a_next_page(emulator: SysdigEmulator, request: Request, handler: Handler) -> Response:
     """An unpaged answer that suddenly says there is more."""
     response = handler(request)
@@ -443,7 +473,8 @@ _RECORD_REWRITES: dict[tuple[str, str], RecordRewrite] = {
 }
 _RESPONSE_REWRITES: dict[tuple[str, str], ResponseRewrite] = {
     ("short_member_pages", _TEAM_USERS): _short_pages,
-    ("short_inventory_pages", _INVENTORY): _short_pages,
+    ("short_inventory_pages", _INVENTORY): _short_middle_pages,
+    ("missing_inventory_page", _INVENTORY): _missing_page,
     ("paged_sso_settings", _SSO_SETTINGS): _points_to_a_next_page,
     ("changing_total", _USERS): _changing_total,
     ("cursor_loop", _RUNTIME_RESULTS): _cursor_loop,
@@ -676,11 +707,11 @@ class SysdigEmulator(Emulator):
         chosen = [(kind, n) for kind, n in every
                   if all(value in wanted[field] for field, value in self.org.inventory_fields(kind, n).items()
                          if field in wanted)]
-        start = (number - 1) * size
+        start, pages = (number - 1) * size, math.ceil(len(chosen) / size)
         render = {"cluster": self.org.cluster, "host": self.org.host}
-        return Response(body={
+        return Response(body={  # page.total is the number of pages, as the published model describes it
             "page": {"previous": number - 1 if number > 1 else None,
-                     "next": number + 1 if start + size < len(chosen) else None, "total": len(chosen)},
+                     "next": number + 1 if number < pages else None, "total": pages},
             "data": [render[kind](n) for kind, n in chosen[start:start + size]],
         })
 

@@ -239,7 +239,8 @@ class PlatformMixin:
     def _inventory_item(self, kind: str, n: int, name: str, platform: str, type_: str,
                         metadata: dict[str, Any]) -> dict[str, Any]:
         critical, high = n % 4, 2 + n % 5
-        summary = {"critical": critical, "high": high, "medium": 5, "low": 7, "negligible": 1, "hasExploit": n % 3 == 0}
+        summary = {"criticalSeverityCount": critical, "highSeverityCount": high, "mediumSeverityCount": 5,
+                   "lowSeverityCount": 7, "negligibleSeverityCount": 1, "hasExploit": n % 3 == 0}
         zone = {"id": ZONE_ID_BASE, "name": "Entire Infrastructure"}
         return {"hash": _sha256(f"{self.spec.seed}:{kind}:{n}")[:40], "name": name, "platform": platform,
                 "type": type_, "category": "Compute", "lastSeen": int(_SCANS_EPOCH.timestamp()) + 3600 * n,
@@ -247,7 +248,7 @@ class PlatformMixin:
                 "labels": [f"env={'prod' if n % 2 == 0 else 'dev'}"],
                 "metadata": metadata, "resourceOrigin": "Deployed",
                 "posturePolicySummary": {"passPercentage": 80, "policies": []},
-                "vulnerabilitySummary": summary, "inUseVulnerabilitySummary": {**summary, "critical": critical // 2},
+                "vulnerabilitySummary": summary, "inUseVulnerabilitySummary": {**summary, "criticalSeverityCount": critical // 2},
                 "zones": [zone], "containerInfo": []}
 
     def cluster(self, c: int) -> dict[str, Any]:
@@ -401,7 +402,7 @@ class SysdigOrg(PlatformMixin):
             "isAdmin": self.is_admin(i), "isEnabled": self._is_enabled(i),
             "activationStatus": self._activation_status(i),
             "dateCreated": _iso(created), "lastUpdated": updated,
-            "version": 1 + i % 3, "bypassSsoEnforcement": False,
+            "version": 1 + i % 3,
         }
 
     def light_user(self, i: int) -> dict[str, Any]:

@@ -97,10 +97,11 @@ class ResultCatalogue:
                                     "links": [f"https://www.exploit-db.com/exploits/{40000 + c}"]}
             if c % 40 == 0:
                 entry["cisaKev"] = {"publishDate": {"type": "cisaKevDueDateIn", "extra": {"days": 21}}}
-            if (t * 7 + m) % 19 == 0:  # accepted for this package version; every other one has expired
+            if (t * 7 + m) % 19 == 0:  # accepted in every image; every other one has expired
                 accept = f"ra{t}-{m}"
                 entry["riskAcceptRefs"] = [accept]
-                accepts[accept] = self._acceptance(accept, "vulnerability", advisory_name(c), active=(t + m) % 2 == 0)
+                accepts[accept] = self._acceptance(accept, advisory_name(c), [{"type": "imageName", "value": "*"}],
+                                                   active=(t + m) % 2 == 0)
             vulnerability_refs.append(ref)
             vulnerabilities.append((severity, f'"{ref}":{_dumps(entry)}'))
         package = {
@@ -110,10 +111,11 @@ class ResultCatalogue:
             "isRemoved": False, "layerRef": f"l{t % 2}" if kind == "os" else f"l{2 + t % 3}",
             "vulnerabilitiesRefs": vulnerability_refs, "riskAcceptRefs": [],
         }
-        if t % 53 == 0 and vulnerability_refs:  # the whole package accepted
+        if t % 53 == 0 and vulnerability_refs:  # accepted for this package version (see `_acceptance`)
             accept = f"rp{t}"
             package["riskAcceptRefs"] = [accept]
-            accepts[accept] = self._acceptance(accept, "package", f"{name}:{version}", active=True)
+            scope = [{"type": "packageName", "value": name}, {"type": "packageVersion", "value": version}]
+            accepts[accept] = self._acceptance(accept, advisory_name(advisories[0]), scope, active=True)
         return _Template(
             ref=f"p{t}",
             running=f'"p{t}":{_dumps({**package, "isRunning": True})}',
@@ -123,11 +125,14 @@ class ResultCatalogue:
         )
 
     @staticmethod
-    def _acceptance(ref: str, entity_type: str, value: str, active: bool) -> dict:
-        return {"id": f"accept-{ref}", "entityType": entity_type, "entityValue": value,
-                "context": [{"type": "imageName", "value": "*"}], "status": "active" if active else "expired",
+    def _acceptance(ref: str, vulnerability: str, context: list[dict], active: bool) -> dict:
+        """A vulnerability's risk acceptance, in the scope `context` gives. One scoped to a package
+        version is also listed by that package (`riskAcceptRefs` on a package: not in the published
+        models, our reading of public Sysdig material) and covers all its vulnerabilities."""
+        return {"id": f"accept-{ref}", "entityType": "vulnerability", "entityValue": vulnerability,
+                "context": context, "status": "active" if active else "expired",
                 "reason": "RiskMitigated" if active else "RiskOwned",
-                "description": f"Compensating control for {value}",
+                "description": f"Compensating control for {vulnerability}",
                 "expirationDate": "2027-06-30" if active else "2025-01-31",
                 "createdAt": "2024-12-01T10:00:00Z", "updatedAt": "2024-12-01T10:00:00Z"}
 
@@ -154,10 +159,12 @@ class ResultCatalogue:
         layers = {f"l{n}": {"index": n, "digest": f"sha256:{digest[n:n + 56]}{n:08d}", "size": 1_000_000 * (n + 1),
                             "command": "RUN apt-get install" if n < 2 else f"COPY app/ /app/{n}",
                             "baseImagesRef": ["b0"] if n < 2 else []} for n in range(5)}
-        evaluations = [] if policy is None else [{
+        evaluations = [] if policy in (None, "noPolicy") else [{
             "name": "Sysdig Best Practices", "identifier": "sysdig-best-practices", "description": "",
             "bundles": [{"name": "Severities", "identifier": "severities", "type": "predefined", "rules": [
-                {"ruleId": "1", "ruleType": "vulnSeverityAndThreats", "evaluationResult": policy, "failures": []}]}],
+                {"ruleId": "1", "ruleType": "vulnSeverityAndThreats", "evaluationResult": policy,
+                 "failureType": "pkgVulnFailure", "description": "Severity greater than or equal to high",
+                 "failures": []}]}],
             "evaluation": policy, "createdAt": "2025-11-01T00:00:00Z", "updatedAt": "2025-11-01T00:00:00Z"}]
         parts = [
             '{"assetType":"containerImage","stage":', _dumps(stage), ',"metadata":', _dumps(metadata),

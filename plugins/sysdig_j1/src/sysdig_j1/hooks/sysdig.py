@@ -45,9 +45,9 @@ DETECT_TIMEOUT = (5, 10)
 
 @dataclass(frozen=True)
 class Listing:
-    """One paged endpoint. `paging`: "offset" (offset/limit, page.total or total), "page"
-    (pageNumber/pageSize, page.total: the inventory), "cursor" (page.next), "legacy" (resultsDirect's
-    options.canLoadMore) or "none" (one answer holds the whole list). `optional` listings whose
+    """One paged endpoint. `paging`: "offset" (offset/limit, page.total or total: records), "page"
+    (pageNumber/pageSize, page.total: the number of pages; the inventory), "cursor" (page.next),
+    "legacy" (resultsDirect's options.canLoadMore) or "none" (one answer holds the whole list). `optional` listings whose
     first page answers 404/410 yield one empty page, with a warning, instead of failing the crawl
     (retired legacy endpoints)."""
 
@@ -104,6 +104,32 @@ def _total(body: dict, fail) -> int | None:
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
         raise fail(f"the total is a JSON {type(total).__name__}, not a count")
     return total
+
+
+def _page_number_follow_ups(listing: Listing, number: int, walk: _Walk, body: dict, records: list, fail) -> list:
+    """The inventory's paging as Sysdig publishes it: page.total is the number of pages, every page
+    but the last holds exactly pageSize records and the last at least one (none only when the
+    listing is empty). A server counting records in page.total fails here too: its later pages
+    come back empty, or its first page holds fewer than a full page."""
+    pages = _total(body, fail)
+    if pages is None:
+        raise fail("no page.total in the answer, so completeness cannot be verified")
+    if walk.max_pages is not None and pages != walk.max_pages:
+        raise fail(f"page.total changed from {walk.max_pages} to {pages} pages between pages")
+    if pages > MAX_PAGES:
+        raise fail(f"page.total says {pages} pages, more than any listing can have")
+    walk.max_pages = pages  # (walk.total stays unknown: it counts records, for progress logs)
+    where = f"page {number + 1} of {pages} (page.total counts pages) holds {len(records)} records"
+    if number + 1 < pages and len(records) != listing.limit:
+        raise fail(f"{where}; every page but the last must hold {listing.limit}")
+    if number + 1 == pages and not 1 <= len(records) <= listing.limit:
+        raise fail(f"{where}; the last page must hold 1 to {listing.limit}")
+    if number + 1 > pages and records:
+        raise fail(f"{where}, past the last page")
+    if number > 0:  # the first page already planned every other page
+        return []
+    planned = _Walk(max_pages=pages)
+    return [(listing, n, n + 1, planned) for n in range(1, pages)]
 
 
 class SysdigHook(ApiHook):
@@ -258,8 +284,8 @@ class SysdigHook(ApiHook):
     def _position(listing: Listing, position: Any) -> dict[str, Any]:
         if listing.paging == "cursor":
             return {"limit": listing.limit, **({"cursor": position} if position else {})}
-        if listing.paging == "page":  # planned like offsets: the position is the page's first record
-            return {"pageNumber": (position or 0) // listing.limit + 1, "pageSize": listing.limit}
+        if listing.paging == "page":  # the position is the page number, from 1
+            return {"pageNumber": position or 1, "pageSize": listing.limit}
         if listing.paging == "none":
             return {}
         return {"offset": position or 0, "limit": listing.limit}
@@ -268,8 +294,9 @@ class SysdigHook(ApiHook):
     def _follow_ups(listing: Listing, number: int, position: Any, walk: _Walk, body: dict, records: list) -> list:
         """The pages still to fetch after this one, once this page is shown to fit a complete listing.
 
-        Offset and page-number listings: the first page tells the total and every other page is
-        planned at once; each page must hold exactly its share and repeat the same total. Cursor
+        Offset and page-number listings: the first page tells the total (of records; of pages for
+        page numbers) and every other page is planned at once; each page must hold exactly its
+        share and repeat the same total. Cursor
         and legacy listings walk one page at a time, so they keep a `_Walk`: a cursor seen before,
         a run of empty pages, more pages than the total allows, or an end short of the total is
         an error. An unpaged answer ("none") must hold the total it states, and point to no next.
@@ -284,7 +311,9 @@ class SysdigHook(ApiHook):
             if total is not None and total != len(records):
                 raise fail(f"{len(records)} records in an answer that states a total of {total}")
             return []
-        if listing.paging in ("offset", "page"):
+        if listing.paging == "page":
+            return _page_number_follow_ups(listing, number, walk, body, records, fail)
+        if listing.paging == "offset":
             offset = position or 0
             total = _total(body, fail)
             if total is None:
