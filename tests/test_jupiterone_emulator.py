@@ -574,7 +574,7 @@ def test_fail_uploads_after_n_successes(emu: JupiterOneEmulator, j1: J1) -> None
 
 def test_bad_data_ends_in_error_and_changes_nothing(emu: JupiterOneEmulator, j1: J1) -> None:
     j1.sync([user(1)], [])
-    emu.configure_faults(bad_data=True)
+    emu.configure_faults(fail_finalize="ERROR_BAD_DATA")
     job = j1.sync([user(2)], [])
     assert (job["status"], job["done"]) == ("ERROR_BAD_DATA", True)
     assert keys(emu.graph()["entities"]) == ["sysdig_user:1"]
@@ -593,8 +593,8 @@ def test_faults_can_be_set_over_http(emu: JupiterOneEmulator, j1: J1) -> None:
 
 
 def test_constructor_takes_fault_settings() -> None:
-    emulator = JupiterOneEmulator(bad_data=True, fail_uploads_after=3)
-    assert (emulator.faults.bad_data, emulator.faults.fail_uploads_after) == (True, 3)
+    emulator = JupiterOneEmulator(fail_finalize="UNKNOWN", fail_uploads_after=3)
+    assert (emulator.faults.fail_finalize, emulator.faults.fail_uploads_after) == ("UNKNOWN", 3)
     with pytest.raises(TypeError):
         JupiterOneEmulator(no_such_fault=1)
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import J1_ACCOUNT, J1_KEY
 
+from sysdig_j1.emulators.jupiterone import FAILED_ENDS
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.load import (
@@ -168,11 +169,13 @@ def test_failure_after_create_aborts_the_job_and_changes_nothing(hook, jupiteron
     assert len(after["relationships"]) == 9
 
 
-def test_a_job_ending_in_error_fails_with_its_id(hook, jupiterone):
-    jupiterone.configure_faults(bad_data=True)
+@pytest.mark.parametrize("status", FAILED_ENDS)
+def test_a_job_ending_in_any_failed_status_fails_at_once_with_its_id(hook, jupiterone, status):
+    """Every status but the four of a job at work ends the wait: UNKNOWN and ABORTED_... too."""
+    jupiterone.configure_faults(fail_finalize=status)
 
-    with pytest.raises(RuntimeError, match=r"JupiterOne job [0-9a-f-]{36} ended with status ERROR_BAD_DATA"):
-        publish(hook, *frames(3), SCOPE, poll_seconds=0.01)
+    with pytest.raises(RuntimeError, match=rf"JupiterOne job [0-9a-f-]{{36}} ended with status {status}$"):
+        publish(hook, *frames(3), SCOPE, poll_seconds=0.01, timeout_seconds=30)
 
 
 def test_an_integration_instance_publishes_as_integration_external(jupiterone, monkeypatch):

@@ -12,9 +12,9 @@ import yaml
 from conftest import J1_ACCOUNT, J1_KEY, REPO
 
 from sysdig_j1 import j1ql, monitoring
-from sysdig_j1.emulators.jupiterone_graphql import evaluate
+from sysdig_j1.emulators.jupiterone_graphql import ENUMS, evaluate
 from sysdig_j1.hooks.http import ApiError
-from sysdig_j1.hooks.jupiterone import JupiterOneHook
+from sysdig_j1.hooks.jupiterone import GRAPHQL, JupiterOneHook
 
 CONTENT = REPO / "include" / "jupiterone"
 ORIGINAL_FIVE = {  # the questions JupiterOne's own Sysdig integration shipped
@@ -101,7 +101,8 @@ def j1_hook(jupiterone, monkeypatch) -> JupiterOneHook:
 
 
 @pytest.mark.parametrize(("instance_change", "error"), [
-    ({"pollingInterval": "HOURLY"}, "pollingInterval 'HOURLY' is not one of"),
+    ({"pollingInterval": "HOURLY"}, 'pollingInterval: Value "HOURLY" does not exist in "SchedulerPollingInterval" enum'),
+    ({"severity": "HIGH"}, 'Field "severity" is not defined by type "CreateInlineQuestionRuleInstanceInput"'),
     ({"operations": [{"when": {"type": "FILTER", "condition": []}, "actions": [{"type": "SHOUT"}]}]},
      "action type 'SHOUT' is not one of"),
     ({"question": {"queries": [{"name": "q", "query": "FIND sysdig_user WITH"}]}}, "invalid J1QL"),
@@ -111,6 +112,42 @@ def test_the_emulator_validates_rule_inputs_as_jupiterone_does(j1_hook, instance
 
     with pytest.raises(ApiError, match=rf"POST /graphql \(create_rule\) failed: HTTP 200: .*{error}"):
         j1_hook.create_rule({**rules[0].as_input(), **instance_change})
+
+
+def test_monitoring_uses_jupiterones_published_enums():
+    assert (monitoring.RESULTS_ARE, monitoring.POLLING_INTERVALS) == (
+        tuple(ENUMS["QueryResultsAre"]), tuple(ENUMS["SchedulerPollingInterval"]))
+
+
+def _question_update_with_name(monkeypatch):
+    monkeypatch.setattr(monitoring, "QUESTION_UPDATE", (*monitoring.QUESTION_UPDATE, "name"))
+
+
+def _rule_update_without_version(monkeypatch):
+    monkeypatch.setattr(monitoring, "RULE_UPDATE_LACKS", (*monitoring.RULE_UPDATE_LACKS, "version"))
+
+
+def _action_ids_compared(monkeypatch):
+    normal = monitoring._normal
+    monkeypatch.setattr(monitoring, "_normal", lambda field, value: normal("", value))
+
+
+def _questions_searched_by_text(monkeypatch):
+    monkeypatch.setitem(GRAPHQL, "list_questions", GRAPHQL["list_questions"].replace("$tags: [String]", "$searchQuery: "
+                        "String").replace("tags: $tags", "searchQuery: $searchQuery"))
+    monkeypatch.setattr(JupiterOneHook, "list_questions", lambda self, tag: self._pages(
+        "list_questions", "questions", "questions", searchQuery=tag))
+
+
+@pytest.mark.parametrize("regress", [
+    _question_update_with_name, _rule_update_without_version, _action_ids_compared, _questions_searched_by_text])
+def test_each_deploy_defect_against_the_published_api_fails_the_deploy_test(j1_hook, jupiterone, tmp_path, regress,
+                                                                            monkeypatch):
+    """The four ways the deploy once differed from JupiterOne's API, each brought back: the
+    deploy test below must fail (a GraphQL error, or a second deploy that is not a no-op)."""
+    regress(monkeypatch)
+    with pytest.raises((ApiError, AssertionError)):
+        test_deploying_twice_changes_nothing_the_second_time(j1_hook, jupiterone, tmp_path)
 
 
 def test_deploying_twice_changes_nothing_the_second_time(j1_hook, jupiterone, tmp_path):
@@ -130,11 +167,21 @@ def test_deploying_twice_changes_nothing_the_second_time(j1_hook, jupiterone, tm
     assert (jupiterone.questions(), jupiterone.rules()) == stored  # nothing duplicated, nothing touched
     assert all("sysdig-j1" in q["tags"] for q in stored[0])
 
-    # One rule edited, one dropped from the file: the edit is applied, the drop only with the flag.
+    assert all(action["id"] for rule in stored[1] for op in rule["operations"] for action in op["actions"])
+    assert {rule["version"] for rule in stored[1]} == {1}
+
+    # A question and a rule edited, a rule dropped from the file: the edits are applied (a rule's
+    # naming the version it replaces), the drop only with the flag.
     edited = [rules[0].__class__(**{**rules[0].__dict__, "alertLevel": "CRITICAL"}), *rules[1:-1]]
-    third = monitoring.deploy(j1_hook, questions, edited, dry_run=False, remove_unlisted=False)
+    retitled = [questions[0].__class__(**{**questions[0].__dict__, "title": "Admins, again"}), *questions[1:]]
+    third = monitoring.deploy(j1_hook, retitled, edited, dry_run=False, remove_unlisted=False)
     assert (third["rules"]["update"], third["rules"]["unlisted"]) == ([rules[0].name], [rules[-1].name])
+    assert third["questions"]["update"] == [questions[0].name]
+    assert "Admins, again" in [q["title"] for q in jupiterone.questions()] and len(jupiterone.questions()) == len(
+        questions)
+    assert {r["name"]: r["version"] for r in jupiterone.rules()}[rules[0].name] == 2
     assert len(jupiterone.rules()) == len(rules)
+    assert monitoring.deploy(j1_hook, retitled, edited, dry_run=True, remove_unlisted=False)["rules"]["update"] == []
     fourth = monitoring.deploy(j1_hook, questions, edited, dry_run=False, remove_unlisted=True)
     assert fourth["rules"]["remove"] == [rules[-1].name] and len(jupiterone.rules()) == len(rules) - 1
 

@@ -42,12 +42,14 @@ class Question:
     pollingInterval: str = "ONE_DAY"
 
     def as_input(self) -> dict:
-        """CreateQuestionInput / the update of updateQuestion."""
+        """CreateQuestionInput, every field it has (as JupiterOne's own clients send it: null or
+        empty where this project sets nothing). Its `name` is how deploys find it again."""
         return {
             "name": self.name, "title": self.title, "description": self.description,
             "tags": sorted({*self.tags, OWNER_TAG}), "pollingInterval": self.pollingInterval, "showTrend": False,
             "queries": [{"name": QUERY_NAME, "query": self.query, "version": "v1", "resultsAre": self.resultsAre,
                          "includeDeleted": False}],
+            "compliance": [], "variables": None, "widgetId": None,
         }
 
 
@@ -77,6 +79,7 @@ class Rule:
                             {"type": "CREATE_ALERT"}],
             }],
             "outputs": ["alertLevel"],
+            "templates": None, "remediationSteps": "", "labels": None, "j1Internal": False,
         }
 
 
@@ -121,15 +124,17 @@ def _entry(kind: type, item: dict, path: Path):
 # -- deploying --------------------------------------------------------------------------------------
 def plan(desired: list[dict], existing: list[dict], fields: tuple[str, ...], remove_unlisted: bool) -> dict:
     """What to do to make JupiterOne hold `desired` (GraphQL inputs), given what it holds with our
-    tag (`existing`, each with an `id`): create, update (with the id), keep or remove, by name."""
+    tag (`existing`, each with an `id`, rules with their `version`): create, update (with the id and
+    the version it replaces), keep or remove, by name."""
     by_name = {item["name"]: item for item in existing}
     actions: dict[str, list] = {"create": [], "update": [], "unchanged": []}
     for item in desired:
         current = by_name.get(item["name"])
         if current is None:
             actions["create"].append(item)
-        elif any(_normal(current.get(f)) != _normal(item.get(f)) for f in fields):
-            actions["update"].append({"id": current["id"], **item})
+        elif any(_normal(f, current.get(f)) != _normal(f, item.get(f)) for f in fields):
+            version = {"version": current["version"]} if "version" in current else {}
+            actions["update"].append({"id": current["id"], **version, **item})
         else:
             actions["unchanged"].append(item["name"])
     listed = {item["name"] for item in desired}
@@ -138,8 +143,12 @@ def plan(desired: list[dict], existing: list[dict], fields: tuple[str, ...], rem
     return actions
 
 
-def _normal(value: object) -> object:
-    """Tags compare as sets; everything else as it is."""
+def _normal(field: str, value: object) -> object:
+    """Tags compare as sets; operations without the `id` JupiterOne gives every action; everything
+    else as it is."""
+    if field == "operations" and isinstance(value, list):
+        return [{**op, "actions": [{k: v for k, v in a.items() if k != "id"} for a in op.get("actions") or []]}
+                for op in value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return sorted(value)
     return value
@@ -147,6 +156,10 @@ def _normal(value: object) -> object:
 
 QUESTION_FIELDS = ("title", "description", "tags", "pollingInterval", "queries")
 RULE_FIELDS = ("description", "tags", "pollingInterval", "question", "operations", "triggerActionsOnNewEntitiesOnly")
+# What an update carries: QuestionUpdate has no name and no variables; a rule's update input has
+# no j1Internal (and adds the id and the version it replaces, see `plan`).
+QUESTION_UPDATE = ("title", "queries", "compliance", "tags", "description", "showTrend", "pollingInterval", "widgetId")
+RULE_UPDATE_LACKS = ("j1Internal",)
 
 
 def deploy(hook, questions: list[Question], rules: list[Rule], *, dry_run: bool, remove_unlisted: bool) -> dict:
@@ -154,10 +167,12 @@ def deploy(hook, questions: list[Question], rules: list[Rule], *, dry_run: bool,
     Returns, per kind, the names created, updated, unchanged and removed (or left unlisted); a dry
     run only plans."""
     kinds = {
-        "questions": (questions, QUESTION_FIELDS, lambda: hook.list_questions(OWNER_TAG),
-                      hook.create_question, lambda item: hook.update_question(item["id"], _without_id(item)),
+        "questions": (questions, QUESTION_FIELDS, lambda: hook.list_questions(OWNER_TAG), hook.create_question,
+                      lambda item: hook.update_question(item["id"], {k: item[k] for k in QUESTION_UPDATE}),
                       hook.delete_question),
-        "rules": (rules, RULE_FIELDS, hook.list_rules, hook.create_rule, hook.update_rule, hook.delete_rule),
+        "rules": (rules, RULE_FIELDS, hook.list_rules, hook.create_rule,
+                  lambda item: hook.update_rule({k: v for k, v in item.items() if k not in RULE_UPDATE_LACKS}),
+                  hook.delete_rule),
     }
     result: dict = {"dry_run": dry_run}
     for kind, (entries, fields, listed, create, update, remove) in kinds.items():
@@ -176,6 +191,3 @@ def deploy(hook, questions: list[Question], rules: list[Rule], *, dry_run: bool,
                  {action: names for action, names in result[kind].items() if names})
     return result
 
-
-def _without_id(item: dict) -> dict:
-    return {k: v for k, v in item.items() if k != "id"}

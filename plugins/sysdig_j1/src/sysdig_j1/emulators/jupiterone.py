@@ -45,7 +45,10 @@ from sysdig_j1.emulators.jupiterone_rules import (
 JOBS = "/persister/synchronization/jobs"
 JOB = JOBS + "/(?P<job_id>[^/]+)"
 UPLOAD_ACTIONS = ("entities", "relationships", "upload")
-TERMINAL_STATUSES = ("FINISHED", "ABORTED", "ERROR_BAD_DATA")
+IN_PROGRESS = ("AWAITING_UPLOADS", "FINALIZE_PENDING", "FINALIZING_ENTITIES", "FINALIZING_RELATIONSHIPS")
+# How a job can end (the SDK's status enum): FINISHED, or a failure that leaves the graph untouched.
+FAILED_ENDS = ("ABORTED", "ABORTED_DUE_TO_INVALID_CONFIGURATION", "ERROR_BAD_DATA", "ERROR_UNEXPECTED_FAILURE",
+               "UNKNOWN")
 COUNTERS = tuple(
     f"num{kind}{event}"
     for kind in ("Entities", "Relationships")
@@ -86,7 +89,7 @@ class FaultSettings:
     retry_after: int = 1  # seconds, sent as Retry-After with each 429
     error_rate: float = 0.0  # fraction of sync requests answering 503
     seed: int = 0  # for error_rate, so a test sees the same failures on every run
-    bad_data: bool = False  # finalize ends in ERROR_BAD_DATA and leaves the graph untouched
+    fail_finalize: str | None = None  # finalize ends in this status (one of FAILED_ENDS), graph untouched
     fail_uploads_after: int | None = None  # after N successful uploads every upload answers 503
 
     def __post_init__(self) -> None:  # settings also arrive as JSON, so check their types
@@ -95,6 +98,8 @@ class FaultSettings:
             allowed = (int, float) if hint is float else hint
             if isinstance(value, bool) != (hint is bool) or not isinstance(value, allowed):
                 raise TypeError(f"fault setting {name}={value!r} should be {hint}")
+        if self.fail_finalize not in (None, *FAILED_ENDS):
+            raise TypeError(f"fault setting fail_finalize={self.fail_finalize!r} should be one of {FAILED_ENDS}")
 
 
 @dataclass
@@ -116,7 +121,7 @@ class SyncJob:
         return self.fields["scope"] or self.fields["integrationInstanceId"]
 
     def set_status(self, status: str) -> None:
-        self.fields.update(status=status, done=status in TERMINAL_STATUSES)
+        self.fields.update(status=status, done=status not in IN_PROGRESS)
         if self.fields["done"] and self.fields.get("endTimestamp") is None:
             # Emulator-specific: when the job stopped being open, so tests can check that no two
             # jobs of a scope were ever open at the same moment.
@@ -348,8 +353,8 @@ class JupiterOneEmulator(Emulator):
         job = self._open_job(request)
         job.partial_datasets = _json_object(request).get("partialDatasets")
         keep_types = _partial_types(job.partial_datasets)
-        if self.faults.bad_data:
-            terminal = "ERROR_BAD_DATA"
+        if self.faults.fail_finalize:
+            terminal = self.faults.fail_finalize
         else:
             self._apply_diff(job, keep_types)
             terminal = "FINISHED"
@@ -606,8 +611,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--error-rate", type=float, default=0.0,
                         help="fraction of sync requests answering 503")
     parser.add_argument("--seed", type=int, default=0, help="seed for --error-rate")
-    parser.add_argument("--bad-data", action="store_true",
-                        help="finalized jobs end in ERROR_BAD_DATA")
+    parser.add_argument("--fail-finalize", choices=FAILED_ENDS,
+                        help="finalized jobs end in this status, changing nothing")
     parser.add_argument("--fail-uploads-after", type=int,
                         help="after N successful uploads, uploads answer 503")
     args = parser.parse_args(argv)
@@ -615,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         args.state, account=args.account, api_key=args.api_key,
         max_body_bytes=args.max_body_bytes, rate_limit_every=args.rate_limit_every,
         retry_after=args.retry_after, error_rate=args.error_rate, seed=args.seed,
-        bad_data=args.bad_data, fail_uploads_after=args.fail_uploads_after,
+        fail_finalize=args.fail_finalize, fail_uploads_after=args.fail_uploads_after,
     )
     emulator.serve_forever(args.host, args.port)
 

@@ -3,9 +3,14 @@
 Questions: `questions`, `createQuestion`, `updateQuestion`, `deleteQuestion`. Rules:
 `listRuleInstances`, `createInlineQuestionRuleInstance`, `updateInlineQuestionRuleInstance`,
 `deleteRuleInstance`. An operation is recognised by its root field (the documents are not parsed
-as GraphQL); its variables are validated the way JupiterOne validates the inputs (enums such as
-`pollingInterval` and `resultsAre`, the operations' `when`/`actions` shapes, queries that parse).
-Errors are answered as GraphQL errors: HTTP 200 with an `errors` list.
+as GraphQL). Its input variables are held to JupiterOne's published input types
+(`published/jupiterone-graphql-inputs.json`, from the generated client of JupiterOne's terraform
+provider): a field the type lacks is an error, every field that client always sends must be there
+(null where nothing is set), enums are checked; then to what the API does with them (queries that
+parse, the operations' `when`/`actions` shapes). As the API does, questions are searched by title
+and description (`searchQuery`) or by tag (`tags`), rules carry a `version` that an update must
+name and increments, and every action gets an `id`. Errors are answered as GraphQL errors: HTTP
+200 with an `errors` list.
 
 `evaluate` runs a query of the J1QL subset (`sysdig_j1.j1ql`) against a graph whose objects carry
 JupiterOne's metadata (`_createdOn`, `_beginOn`, `_deleted`); `Rules.evaluate` is what
@@ -15,15 +20,18 @@ JupiterOne's rule engine does at each polling interval, on demand (emulator-spec
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sysdig_j1 import j1ql
 
-RESULTS_ARE = ("BAD", "GOOD", "INFORMATIVE", "UNKNOWN")
-POLLING_INTERVALS = ("DISABLED", "FIFTEEN_MINUTES", "THIRTY_MINUTES", "ONE_HOUR", "FOUR_HOURS", "EIGHT_HOURS",
-                     "TWELVE_HOURS", "ONE_DAY", "ONE_WEEK")
+PUBLISHED = json.loads((Path(__file__).parent / "published" / "jupiterone-graphql-inputs.json").read_text())
+INPUT_TYPES: dict[str, dict[str, dict]] = PUBLISHED["inputTypes"]
+ENUMS: dict[str, list[str]] = PUBLISHED["enums"]
+SCALARS = {"string": str, "bool": bool, "int": int}  # Go types of the generated client
 ACTION_TYPES = ("SET_PROPERTY", "CREATE_ALERT", "SEND_EMAIL", "SEND_SLACK_MESSAGE", "CREATE_JIRA_TICKET", "WEBHOOK")
 ROOT_FIELD = re.compile(r"\{\s*(\w+)\s*[({]")
 
@@ -121,18 +129,22 @@ class Monitoring:
     # -- questions -----------------------------------------------------------------------------------
     def _questions(self, variables: dict) -> dict:
         search = (variables.get("searchQuery") or "").lower()
+        tags = variables.get("tags") or []
         found = [q for q in self.questions.values()
-                 if not search or search in q["title"].lower() or search in [t.lower() for t in q.get("tags", [])]]
+                 if (not search or search in q["title"].lower() or search in (q.get("description") or "").lower())
+                 and all(tag in (q.get("tags") or []) for tag in tags)]
         return {"questions": sorted(found, key=lambda q: q["id"]), "pageInfo": {"endCursor": None, "hasNextPage": False}}
 
     def _createQuestion(self, variables: dict) -> dict:
-        question = {"id": str(uuid.uuid4()), **_question(variables.get("question"))}
+        question = {"id": str(uuid.uuid4()), **_question(check_input("CreateQuestionInput", variables.get("question"),
+                                                                      "$question"))}
         self.questions[question["id"]] = question
         return question
 
     def _updateQuestion(self, variables: dict) -> dict:
         current = self._find(self.questions, variables.get("id"), "question")
-        self.questions[current["id"]] = {"id": current["id"], **_question({**current, **(variables.get("update") or {})})}
+        update = check_input("QuestionUpdate", variables.get("update"), "$update")
+        self.questions[current["id"]] = {"id": current["id"], **_question({**current, **update})}
         return self.questions[current["id"]]
 
     def _deleteQuestion(self, variables: dict) -> dict:
@@ -144,19 +156,21 @@ class Monitoring:
                 "pageInfo": {"endCursor": None, "hasNextPage": False}}
 
     def _createInlineQuestionRuleInstance(self, variables: dict) -> dict:
-        instance = variables.get("instance") or {}
-        if "id" in instance:
-            raise GraphQLError("a new rule instance has no id")
-        rule = {"id": str(uuid.uuid4()), **_rule(instance)}
+        instance = check_input("CreateInlineQuestionRuleInstanceInput", variables.get("instance"), "$instance")
+        rule = {"id": str(uuid.uuid4()), "version": 1, **_rule(instance)}
         if any(r["name"] == rule["name"] for r in self.rules.values()):  # emulator-specific: names are unique
             raise GraphQLError(f"a rule instance named {rule['name']!r} exists")
         self.rules[rule["id"]] = rule
         return rule
 
     def _updateInlineQuestionRuleInstance(self, variables: dict) -> dict:
-        instance = variables.get("instance") or {}
+        instance = check_input("UpdateInlineQuestionRuleInstanceInput", variables.get("instance"), "$instance")
         current = self._find(self.rules, instance.get("id"), "rule instance")
-        self.rules[current["id"]] = {"id": current["id"], **_rule({k: v for k, v in instance.items() if k != "id"})}
+        if instance["version"] != current["version"]:
+            raise GraphQLError(f"rule instance {current['id']!r} is at version {current['version']}, "
+                               f"not {instance['version']}: read it again before updating it")
+        fields = {k: v for k, v in instance.items() if k not in ("id", "version")}
+        self.rules[current["id"]] = {"id": current["id"], "version": current["version"] + 1, **_rule(fields)}
         return self.rules[current["id"]]
 
     def _deleteRuleInstance(self, variables: dict) -> dict:
@@ -190,26 +204,52 @@ class Monitoring:
         return evaluations
 
 
-def _question(question: Any) -> dict:
-    if not isinstance(question, dict):
-        raise GraphQLError("question must be an object")
-    _require(question, "title", str)
-    queries = _require(question, "queries", list)
-    if not queries:
-        raise GraphQLError("a question needs at least one query")
+def check_input(type_name: str, value: Any, where: str) -> dict:
+    """`value` as JupiterOne's GraphQL layer takes a variable of a published input type, or the
+    error it answers: no field the type lacks, every field the generated client always sends
+    present (null allowed), values of the declared Go type and enum."""
+    if not isinstance(value, dict):
+        raise GraphQLError(f'{where}: expected a value of type "{type_name}"', "GRAPHQL_VALIDATION_FAILED")
+    fields = INPUT_TYPES[type_name]
+    unknown = sorted(value.keys() - fields.keys())
+    if unknown:
+        raise GraphQLError(f'{where}: Field "{unknown[0]}" is not defined by type "{type_name}".',
+                           "GRAPHQL_VALIDATION_FAILED")
+    for name, spec in fields.items():
+        if name not in value and not spec["optional"]:
+            raise GraphQLError(f'{where}: Field "{type_name}.{name}" was not provided.', "GRAPHQL_VALIDATION_FAILED")
+        if value.get(name) is not None:
+            _check_value(spec["goType"], value[name], f"{where}.{name}")
+    return value
+
+
+def _check_value(go_type: str, value: Any, where: str) -> None:
+    if go_type.startswith("[]"):
+        if not isinstance(value, list):
+            raise GraphQLError(f"{where}: expected a list", "GRAPHQL_VALIDATION_FAILED")
+        for n, item in enumerate(value):
+            if item is not None:
+                _check_value(go_type[2:], item, f"{where}[{n}]")
+    elif go_type in INPUT_TYPES:
+        check_input(go_type, value, where)
+    elif go_type in ENUMS and value not in ENUMS[go_type]:
+        raise GraphQLError(f'{where}: Value "{value}" does not exist in "{go_type}" enum.', "GRAPHQL_VALIDATION_FAILED")
+    elif go_type in SCALARS and (not isinstance(value, SCALARS[go_type]) or go_type == "int" and isinstance(value, bool)):
+        raise GraphQLError(f"{where}: expected a {go_type}, got {value!r}", "GRAPHQL_VALIDATION_FAILED")
+    # other types (JSON, or input types the published file does not list) are taken as they come
+
+
+def _question(question: dict) -> dict:
+    queries = question.get("queries")
+    if not question.get("title") or not queries:
+        raise GraphQLError("a question needs a title and at least one query")
     for query in queries:
         _query(query)
-        if query.get("resultsAre", "INFORMATIVE") not in RESULTS_ARE:
-            raise GraphQLError(f"resultsAre {query.get('resultsAre')!r} is not one of {', '.join(RESULTS_ARE)}")
-    _enum(question, "pollingInterval", POLLING_INTERVALS)
-    _string_list(question, "tags")
     return question
 
 
 def _rule(instance: dict) -> dict:
     _require(instance, "name", str)
-    _enum(instance, "pollingInterval", POLLING_INTERVALS, required=True)
-    _string_list(instance, "tags")
     queries = _require(_require(instance, "question", dict), "queries", list)
     if not queries:
         raise GraphQLError("a rule's question needs at least one query")
@@ -220,12 +260,14 @@ def _rule(instance: dict) -> dict:
         when = _require(operation, "when", dict)
         if when.get("type") != "FILTER" or not isinstance(when.get("condition"), list):
             raise GraphQLError("operations[].when must be {type: FILTER, version, condition: [...]}")
-        for action in _require(operation, "actions", list):
+        actions = _require(operation, "actions", list)
+        for action in actions:
             if not isinstance(action, dict) or action.get("type") not in ACTION_TYPES:
                 raise GraphQLError(f"action type {action.get('type') if isinstance(action, dict) else action!r} "
                                    f"is not one of {', '.join(ACTION_TYPES)}")
             if action["type"] == "SET_PROPERTY" and not {"targetProperty", "targetValue"} <= action.keys():
                 raise GraphQLError("SET_PROPERTY needs targetProperty and targetValue")
+        operation["actions"] = [{**action, "id": action.get("id") or str(uuid.uuid4())} for action in actions]
     return instance
 
 
@@ -247,12 +289,3 @@ def _require(container: dict, name: str, kind: type) -> Any:
     return value
 
 
-def _enum(container: dict, name: str, allowed: tuple[str, ...], required: bool = False) -> None:
-    if (required or name in container) and container.get(name) not in allowed:
-        raise GraphQLError(f"{name} {container.get(name)!r} is not one of {', '.join(allowed)}")
-
-
-def _string_list(container: dict, name: str) -> None:
-    value = container.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise GraphQLError(f"{name} must be a list of strings")

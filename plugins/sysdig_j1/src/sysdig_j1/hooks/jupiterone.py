@@ -20,11 +20,11 @@ JOBS = "/persister/synchronization/jobs"
 # The GraphQL documents of the question and rule operations this project uses (JupiterOne's schema;
 # the operation names make them easy to find in JupiterOne's audit log).
 QUESTION_FIELDS = "id name title description tags pollingInterval queries { name query version resultsAre includeDeleted }"
-RULE_FIELDS = ("id name description tags pollingInterval specVersion triggerActionsOnNewEntitiesOnly outputs "
+RULE_FIELDS = ("id version name description tags pollingInterval specVersion triggerActionsOnNewEntitiesOnly outputs "
                "question { queries { name query version includeDeleted } } operations { when actions }")
-GRAPHQL = {
-    "list_questions": "query SysdigJ1Questions($searchQuery: String, $cursor: String) { questions(searchQuery: "
-                      f"$searchQuery, cursor: $cursor) {{ questions {{ {QUESTION_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }} }}",
+GRAPHQL = {  # questions are found by tag (`searchQuery` searches titles and descriptions)
+    "list_questions": "query SysdigJ1Questions($tags: [String], $cursor: String) { questions(tags: $tags, cursor: "
+                      f"$cursor) {{ questions {{ {QUESTION_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }} }}",
     "create_question": "mutation SysdigJ1CreateQuestion($question: CreateQuestionInput!) { createQuestion(question: "
                        "$question) { id name } }",
     "update_question": "mutation SysdigJ1UpdateQuestion($id: ID!, $update: QuestionUpdate!) { updateQuestion(id: $id, "
@@ -38,9 +38,10 @@ GRAPHQL = {
                    "updateInlineQuestionRuleInstance(instance: $instance) { id name } }",
     "delete_rule": "mutation SysdigJ1DeleteRule($id: ID!) { deleteRuleInstance(id: $id) { id } }",
 }
-TERMINAL_STATUSES = frozenset(
-    {"FINISHED", "ABORTED", "ABORTED_DUE_TO_INVALID_CONFIGURATION", "ERROR_BAD_DATA", "ERROR_UNEXPECTED_FAILURE"}
-)
+# A job in any other status has stopped (FINISHED, ABORTED..., ERROR_..., UNKNOWN, or one not yet
+# known to this code): waiting longer cannot change it.
+IN_PROGRESS_STATUSES = frozenset({"AWAITING_UPLOADS", "FINALIZE_PENDING", "FINALIZING_ENTITIES",
+                                  "FINALIZING_RELATIONSHIPS"})
 
 
 class JupiterOneHook(ApiHook):
@@ -147,8 +148,8 @@ class JupiterOneHook(ApiHook):
                 return found
             cursor = page["pageInfo"]["endCursor"]
 
-    def list_questions(self, search: str) -> list[dict[str, Any]]:
-        return self._pages("list_questions", "questions", "questions", searchQuery=search)
+    def list_questions(self, tag: str) -> list[dict[str, Any]]:
+        return self._pages("list_questions", "questions", "questions", tags=[tag])
 
     def create_question(self, question: dict[str, Any]) -> dict[str, Any]:
         return self.graphql("create_question", GRAPHQL["create_question"], {"question": question})["createQuestion"]
