@@ -33,7 +33,8 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
         "validate_config", "extract_account", "extract_users", "extract_teams", "extract_team_memberships",
         "extract_roles", "extract_service_accounts", "extract_team_service_accounts", "extract_access_keys", "extract_zones", "extract_sso_settings",
         "extract_ip_filters", "extract_clusters", "extract_hosts",
-        "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "check_extracts_complete",
+        "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "evaluate_alert_rules",
+        "check_extracts_complete",
     }
     extracts = {t for t in dag.task_dict if t.startswith("extract_")}
     assert dag.task_dict["transform"].upstream_task_ids >= extracts
@@ -46,6 +47,21 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
     assert set(dag.params) == {"dry_run", "allow_mass_deletion", "mass_deletion_threshold"}
     assert {t.execution_timeout for t in dag.tasks} == {timedelta(minutes=60)}  # nothing spins forever
     assert [outlet.name for outlet in dag.task_dict["load"].outlets] == ["sysdig_jupiterone.jupiterone_graph"]
+    assert dag.task_dict["load"].pool == "sysdig_jupiterone.publish"
+    assert dag.task_dict["evaluate_alert_rules"].upstream_task_ids == {"load"}
+
+    quick = bag.get_dag("sysdig_jupiterone_quick")  # the same tasks, scheduled on the audit trail's changes
+    assert quick.max_active_runs == 1 and [a.name for a in quick.timetable.asset_condition.objects] == [
+        "sysdig_jupiterone.sysdig_audit"]
+    watcher = quick.timetable.asset_condition.objects[0].watchers[0].trigger
+    assert watcher.serialize() == ("sysdig_j1.triggers.SysdigAuditTrigger", {
+        "sysdig_conn_id": "sysdig_default", "poll_interval": 20.0, "overlap": 120.0, "redrive_after": 300.0})
+    assert {t.task_id for t in quick.tasks} == {
+        "plan_quick_sync", "extract_changed", "transform", "check_quality", "load", "evaluate_alert_rules",
+        "confirm_published", "check_extracts_complete"}
+    assert quick.task_dict["load"].pool == dag.task_dict["load"].pool  # one publish per scope across both
+    assert quick.task_dict["confirm_published"].upstream_task_ids == {"load"}
+    assert [i.name for i in quick.task_dict["confirm_published"].inlets] == ["sysdig_jupiterone.sysdig_audit"]
     example = bag.get_dag("sysdig_graph_changed_example")
     assert example.is_paused_upon_creation is True  # off by default
     assert example.timetable.asset_condition == dag.task_dict["load"].outlets[0]  # scheduled on the graph

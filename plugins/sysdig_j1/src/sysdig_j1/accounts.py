@@ -34,6 +34,11 @@ class Account:
             return BASE_DAG_ID
         return f"{BASE_DAG_ID}__{self.sysdig_conn_id}"
 
+    @property
+    def publish_pool(self) -> str:
+        """The 1-slot Airflow pool every publish of the account (full and quick sync) runs in."""
+        return f"{self.dag_id}.publish"
+
 
 def configured_accounts(setting: str | None) -> list[Account]:
     """The accounts `SYSDIG_J1_ACCOUNTS` lists; a malformed or repeated entry is a ValueError, so

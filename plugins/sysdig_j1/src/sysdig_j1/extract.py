@@ -247,12 +247,15 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Extract:
-    """One resource as the DAG extracts it, one task each: its endpoints, and how they are read
-    (every page of every endpoint, unless the resource needs more than that)."""
+    """One resource as the DAG extracts it, one task each: its endpoints, how they are read (every
+    page of every endpoint, unless the resource needs more than that), and the API paths whose
+    successful writes, as the platform audit trail records them, change it (`audit.py`: the
+    quick sync re-reads it then)."""
 
     resource: str
     endpoints: tuple[Endpoint, ...]
     run: Callable[..., dict] = extract_listings
+    audited: tuple[str, ...] = ()  # path templates; a write to the path or below it counts
 
     @property
     def permissions(self) -> tuple[str, ...]:
@@ -269,23 +272,34 @@ EXTRACTS = {declared.resource: declared for declared in (
     Extract("account", (Endpoint("/api/users/me", paging="none"),), extract_account),
     # The light list adds lastSeenOnSecure, systemRole and products. It is legacy, so if it is gone
     # the users still publish, only without those properties.
+    # Writes through the public API and through the legacy /api paths the Sysdig console uses.
     Extract("users", (Endpoint("/platform/v1/users", "users.read", model="GetUsersPaginatedResponseV1"),
-                      Endpoint("/api/v2/users/light", items="users", limit=1000, into="users_light", optional=True))),
-    Extract(_TEAMS, (Endpoint("/platform/v1/teams", "customer-teams.read", model="GetTeamsPaginatedResponseV1"),)),
+                      Endpoint("/api/v2/users/light", items="users", limit=1000, into="users_light", optional=True)),
+            audited=("/platform/v1/users", "/api/users")),
+    Extract(_TEAMS, (Endpoint("/platform/v1/teams", "customer-teams.read", model="GetTeamsPaginatedResponseV1"),),
+            audited=("/platform/v1/teams", "/api/teams")),
     Extract("team_memberships", (Endpoint("/platform/v1/teams/{id}/users", "memberships.read", per=_TEAMS,
                                           params=(("withAdminUsers", "true"),),
-                                          model="GetTeamUsersPaginatedResponseV1"),)),
-    Extract("roles", (Endpoint("/platform/v1/roles", "roles.read", model="GetRolesPaginatedResponseV1"),)),
+                                          model="GetTeamUsersPaginatedResponseV1"),),
+            audited=("/platform/v1/teams/{id}/users", "/api/teams/{id}/users")),
+    Extract("roles", (Endpoint("/platform/v1/roles", "roles.read", model="GetRolesPaginatedResponseV1"),),
+            audited=("/platform/v1/roles",)),
     Extract("service_accounts", (Endpoint("/platform/v1/service-accounts", "global-service-accounts.read",
-                                          model="GetServiceAccountsPaginatedResponseV1"),)),
+                                          model="GetServiceAccountsPaginatedResponseV1"),),
+            audited=("/platform/v1/service-accounts",)),
     Extract("team_service_accounts", (Endpoint("/platform/v1/teams/{id}/service-accounts", "team-service-accounts.read",
-                                               per=_TEAMS, model="GetServiceAccountsPaginatedResponseV1"),)),
+                                               per=_TEAMS, model="GetServiceAccountsPaginatedResponseV1"),),
+            audited=("/platform/v1/teams/{id}/service-accounts",)),
     Extract("access_keys", (Endpoint("/platform/v1/access-keys", "customer-access-keys.read",
-                                     model="GetAccessKeysPaginatedResponseV1"),)),
-    Extract("zones", (Endpoint("/platform/v1/zones", "zones.read", model="ListZonesResponseV1"),)),
+                                     model="GetAccessKeysPaginatedResponseV1"),),
+            audited=("/platform/v1/access-keys", "/api/customer/accessKeys")),
+    Extract("zones", (Endpoint("/platform/v1/zones", "zones.read", model="ListZonesResponseV1"),),
+            audited=("/platform/v1/zones",)),
     Extract("sso_settings", (Endpoint("/platform/v1/sso-settings", "sso-settings.read", paging="none",
-                                      model="AllSsoSettingsResponseV1"),)),
-    Extract("ip_filters", (Endpoint("/platform/v1/ip-filters", "ip-filters.read", model="IpFiltersPaginatedResponseV1"),)),
+                                      model="AllSsoSettingsResponseV1"),),
+            audited=("/platform/v1/sso-settings",)),
+    Extract("ip_filters", (Endpoint("/platform/v1/ip-filters", "ip-filters.read", model="IpFiltersPaginatedResponseV1"),),
+            audited=("/platform/v1/ip-filters",)),
     Extract("clusters", (Endpoint(INVENTORY_PATH, paging="page", limit=MAX_INVENTORY_PAGE,
                                   params=(("filter", 'type = "Cluster"'),), model="InventoryResourceResponse"),)),
     Extract("hosts", (Endpoint(INVENTORY_PATH, paging="page", limit=MAX_INVENTORY_PAGE,

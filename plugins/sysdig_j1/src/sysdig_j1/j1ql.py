@@ -229,6 +229,11 @@ def _properties() -> dict[str, set[str]]:
             **{t.type: {name for name, _ in t.properties} for t in MAPPED_TARGETS}}
 
 
+def types_read(text: str) -> set[str]:
+    """The entity types a query reads: each step's type, or every type of its class."""
+    return set().union(*(_types_of(step.target) for step in parse(text).steps))
+
+
 def _types_of(target: str) -> set[str]:
     return {e.type for e in (*ENTITIES, *MAPPED_TARGETS) if target in (e.type, e.cls)}
 

@@ -776,6 +776,27 @@ def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:
     return entities, _relationship_types(missing_resources, entities)
 
 
+def reread_with(changed: set[str]) -> set[str]:
+    """The resources a quick sync re-reads when these changed, so that every type it publishes is
+    built from complete listings: those behind every entity type the changed ones feed, and behind
+    every entity type linked to those (a user's teams, a team's roles, zones, keys, ...), until
+    nothing more is linked; the account's own links do not count (it owns every type), and the
+    account is always read (the relationships from it need its key)."""
+    types = {e for e in ENTITIES if set(e.resources) & changed
+             or any(set(p.from_resources) & changed for p in e.properties)}
+    while True:
+        linked = {end for r in RELATIONSHIPS if not r.mapped and ACCOUNT not in (r.source, r.target)
+                  and (r.source in types or r.target in types) for end in (r.source, r.target)}
+        if linked <= types:
+            break
+        types |= linked
+    needed = {ACCOUNT.resource}
+    for entity in types:
+        needed |= {*entity.resources, *(r for p in entity.properties for r in p.from_resources)}
+    needed |= {r.resource for r in RELATIONSHIPS if r.resource and r.source in types and r.target in types}
+    return needed
+
+
 def switched_off_types(resources: set[str]) -> tuple[set[str], set[str]]:
     """Entity and relationship types an operator removes by switching these resources off: their
     own types (those fed by several resources once all are off) and every relationship type

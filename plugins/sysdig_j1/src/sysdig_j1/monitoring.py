@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from sysdig_j1 import j1ql
+from sysdig_j1.model import RELATIONSHIPS
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +192,22 @@ def deploy(hook, questions: list[Question], rules: list[Rule], *, dry_run: bool,
                  {action: names for action, names in result[kind].items() if names})
     return result
 
+
+
+# -- alerting now rather than at the next poll ----------------------------------------------------
+def evaluate_changed(hook, changed_types: list[str]) -> list[str]:
+    """Ask JupiterOne to evaluate now (`evaluateRuleInstance`) each of our rules whose query reads
+    a type this publish changed: an entity type, or either end of a relationship type. Returns the
+    names of the rules evaluated."""
+    touched = set(changed_types)
+    touched |= {end.type for r in RELATIONSHIPS if r.type in touched for end in (r.source, r.target)}
+    evaluated = []
+    for rule in hook.list_rules():
+        if OWNER_TAG not in (rule.get("tags") or []):
+            continue
+        reads = set().union(*(j1ql.types_read(q["query"]) for q in rule["question"]["queries"]))
+        if reads & touched:
+            hook.evaluate_rule(rule["id"])
+            evaluated.append(rule["name"])
+    log.info("evaluated now, for what this publish changed: %s", ", ".join(sorted(evaluated)) or "no rule")
+    return sorted(evaluated)

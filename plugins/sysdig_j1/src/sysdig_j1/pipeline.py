@@ -13,7 +13,7 @@ import logging
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
-from sysdig_j1 import changes, quality, report
+from sysdig_j1 import audit, changes, monitoring, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
 from sysdig_j1.extract import missing_resources, switched_off, unreadable, run as run_extract
@@ -21,13 +21,14 @@ from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
-from sysdig_j1.model import RESOURCES, partial_types, switched_off_types
+from sysdig_j1.model import RESOURCES, partial_types, reread_with, switched_off_types
 from sysdig_j1.scrub import NestedTooDeep, Scrubber
 from sysdig_j1.transform import Context, build_graph
 
 log = logging.getLogger(__name__)
 
 SKIPPED = "skipped.json"  # in the run's folder: resources validate_config left out on purpose, with why
+NOT_REREAD = "not re-read by this quick sync: the audit trail shows no change that needs it"
 
 
 def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
@@ -76,6 +77,21 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
         "unreadable": skipped,
         "switched_off": off,
     }
+
+
+def plan_quick_sync(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage, changed: set[str]) -> dict:
+    """`validate_config` for a quick sync, then which resources it re-reads: whole listings of those
+    the audit trail says changed and of those the types they feed are linked to (`reread_with`).
+    Every other resource is left out on purpose, so JupiterOne keeps its types (partialDatasets):
+    scans, findings and the inventory are never touched."""
+    config = validate_config(sysdig, jupiterone, storage)
+    wanted = reread_with(changed)
+    left_out = {r: NOT_REREAD for r in RESOURCES if r not in wanted}
+    skipped = storage.read_json(storage.path(SKIPPED))
+    storage.write_json(storage.path(SKIPPED), {**left_out, **skipped})
+    reread = [r for r in RESOURCES if r in wanted and r not in skipped]
+    log.info("quick sync for changes to %s: re-reading %s", ", ".join(sorted(changed)), ", ".join(reread))
+    return {**config, "changed": sorted(changed), "reread": reread}
 
 
 def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage,
@@ -173,6 +189,30 @@ def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -
     return {**result, "scope": scope, "changes": changed}
 
 
+def evaluate_alert_rules(jupiterone: JupiterOneHook, loaded: dict) -> list[str]:
+    """After a publish, evaluate now the deployed rules that read a type it changed, so their
+    alerts fire in seconds rather than at the rules' next polling interval. A dry run evaluates
+    nothing."""
+    if loaded.get("dry_run"):
+        return []
+    return monitoring.evaluate_changed(jupiterone, loaded["changes"]["types"])
+
+
+def confirm_published(state, payloads: list[dict], overlap_seconds: float) -> dict | None:
+    """After a quick sync published, move the audit watcher's position (the asset state store
+    `state`, key `triggers.POSITION_KEY`) past the changes it was started for, so they are not
+    fired again."""
+    from sysdig_j1.triggers import POSITION_KEY
+
+    position = audit.Position.load(state.get(POSITION_KEY)) or audit.Position(0)
+    published = [audit.Change(event_id, ns, ()) for p in payloads for event_id, ns in p["changes"].items()]
+    moved = position.advanced(max(p["upto"] for p in payloads), published, int(overlap_seconds * audit.NS))
+    state.set(POSITION_KEY, moved.dump())
+    log.info("the audit watcher now reads on from %d ns: %d changes published", moved.ns,
+             sum(p["count"] for p in payloads))
+    return moved.dump()
+
+
 def graph_asset(dag_id: str) -> Asset:
     """The JupiterOne graph a DAG publishes, as an Airflow Asset: `load` updates it on every publish
     (or dry run), so a downstream DAG can be scheduled on "the Sysdig graph changed"."""
@@ -207,7 +247,8 @@ def report_changes(storage: RunStorage, frames: dict, snapshots: dict, previous:
     (folder / "index.html").write_text(page)
     called_out = {name: len(found) for name, found in document["security"].items() if found}
     log.info("changes since the last publish: %s; called out: %s", document["totals"], called_out or "nothing")
-    return {"totals": document["totals"], "security": called_out}
+    changed_types = sorted(t for kind in changes.KINDS for t, found in document[kind].items() if any(found.values()))
+    return {"totals": document["totals"], "security": called_out, "types": changed_types}
 
 
 def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: list[str], switched_off: list[str],

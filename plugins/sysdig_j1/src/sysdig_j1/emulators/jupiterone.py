@@ -164,7 +164,7 @@ class JupiterOneEmulator(Emulator):
         # marked `_deleted` as JupiterOne keeps it for queries that include deleted objects.
         self._metadata: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}  # scope -> collection -> _key -> meta
         self._deleted: dict[str, dict[str, Collection]] = {}
-        self._monitoring = Monitoring()  # questions, rules (GraphQL)
+        self._monitoring = Monitoring(graph=self._rule_graph)  # questions, rules (GraphQL)
         self._jobs: dict[str, SyncJob] = {}
         self._reset_fault_counters()
         self._load()
@@ -180,6 +180,7 @@ class JupiterOneEmulator(Emulator):
         self.route("GET", "/_emulator/jobs", lambda r: Response(body=self.jobs()))
         self._sync_route("POST", "/graphql", self._graphql)
         self.route("POST", "/_emulator/rules/evaluate", lambda r: Response(body=self.evaluate_rules()))
+        self.route("GET", "/_emulator/alerts", lambda r: Response(body=self.alerts()))
         self.route("POST", "/_emulator/reset", self._reset_route)
         self.route("POST", "/_emulator/faults", self._faults_route)
 
@@ -209,7 +210,7 @@ class JupiterOneEmulator(Emulator):
             self._jobs.clear()
             self._metadata.clear()
             self._deleted.clear()
-            self._monitoring = Monitoring()
+            self._monitoring = Monitoring(graph=self._rule_graph)
             self._save()
 
     def questions(self) -> list[dict[str, Any]]:
@@ -236,11 +237,19 @@ class JupiterOneEmulator(Emulator):
         """Emulator-specific: what JupiterOne's rule engine does at a polling interval, now, for
         every rule instance: which results are new since its previous evaluation, and its alert."""
         with self._state_lock:
-            graph = self.graph_with_metadata()
-            relationships = [r for r in graph["relationships"] if not r["_deleted"]]
-            evaluations = self._monitoring.evaluate(graph["entities"], relationships, now_ms or int(time.time() * 1000))
+            evaluations = self._monitoring.evaluate(*self._rule_graph(), now_ms or int(time.time() * 1000))
             self._save()
             return evaluations
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Emulator-specific: every alert a rule evaluation raised, oldest first, with when (`at`, ms)."""
+        with self._state_lock:
+            return copy.deepcopy(self._monitoring.alerts)
+
+    def _rule_graph(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What a rule's query sees: every entity (deleted ones marked) and the live relationships."""
+        graph = self.graph_with_metadata()
+        return graph["entities"], [r for r in graph["relationships"] if not r["_deleted"]]
 
     def configure_faults(self, **settings: Any) -> FaultSettings:
         """Change fault settings (a bad name or type raises TypeError); restarts their counters."""
@@ -443,7 +452,7 @@ class JupiterOneEmulator(Emulator):
         state = json.loads(self.state_path.read_text())
         self._graph = state["graph"]
         self._metadata, self._deleted = state.get("metadata", {}), state.get("deleted", {})
-        self._monitoring = Monitoring(state.get("monitoring"))
+        self._monitoring = Monitoring(state.get("monitoring"), graph=self._rule_graph)
         self._jobs = {job_id: SyncJob.from_state(job) for job_id, job in state["jobs"].items()}
         for job in self._jobs.values():
             if job.status == "AWAITING_UPLOADS":  # its uploads died with the previous process
@@ -468,9 +477,10 @@ class JupiterOneEmulator(Emulator):
             body = request.json()
         except ValueError:
             body = None
-        answer = self._monitoring.handle(body)
-        if answer.get("data") is not None:
-            self._save()
+        with self._state_lock:
+            answer = self._monitoring.handle(body)
+            if answer.get("data") is not None:
+                self._save()
         return Response(body=answer)
 
     def _reset_route(self, request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 Questions: `questions`, `createQuestion`, `updateQuestion`, `deleteQuestion`. Rules:
 `listRuleInstances`, `createInlineQuestionRuleInstance`, `updateInlineQuestionRuleInstance`,
-`deleteRuleInstance`. An operation is recognised by its root field (the documents are not parsed
+`deleteRuleInstance`, `evaluateRuleInstance` (evaluate one rule now). An operation is recognised by its root field (the documents are not parsed
 as GraphQL). Its input variables are held to JupiterOne's published input types
 (`published/jupiterone-graphql-inputs.json`, from the generated client of JupiterOne's terraform
 provider): a field the type lacks is an error, every field that client always sends must be there
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +101,20 @@ def _holds(actual: object, comparison: j1ql.Comparison, now_ms: int) -> bool:
 
 # -- questions and rules -------------------------------------------------------------------------------
 class Monitoring:
-    """Questions and rule instances of the account, and each rule's previous results."""
+    """Questions and rule instances of the account, each rule's previous results, and the alerts
+    its evaluations raised (emulator-specific: when, by which rule, for which results)."""
 
-    def __init__(self, state: dict | None = None) -> None:
+    def __init__(self, state: dict | None = None, graph: Callable[[], tuple[list, list]] | None = None) -> None:
         state = state or {}
         self.questions: dict[str, dict] = state.get("questions", {})
         self.rules: dict[str, dict] = state.get("rules", {})
         self.previous_results: dict[str, list[str]] = state.get("previousResults", {})
+        self.alerts: list[dict] = state.get("alerts", [])
+        self.graph = graph  # (entities, relationships) as J1QL sees them, for evaluateRuleInstance
 
     def to_state(self) -> dict:
-        return {"questions": self.questions, "rules": self.rules, "previousResults": self.previous_results}
+        return {"questions": self.questions, "rules": self.rules, "previousResults": self.previous_results,
+                "alerts": self.alerts}
 
     def handle(self, body: Any) -> dict:
         """A GraphQL request body -> the response body."""
@@ -178,6 +184,13 @@ class Monitoring:
         self.previous_results.pop(rule["id"], None)
         return rule
 
+    def _evaluateRuleInstance(self, variables: dict) -> dict:
+        """Evaluate one rule now, as its polling interval would."""
+        rule = self._find(self.rules, variables.get("id"), "rule instance")
+        entities, relationships = self.graph()
+        evaluation = self._evaluate(rule, entities, relationships, int(time.time() * 1000))
+        return {"id": str(uuid.uuid4()), "outputs": [{"name": "alertLevel", "value": evaluation["alertLevel"]}]}
+
     @staticmethod
     def _find(items: dict, item_id: object, what: str) -> dict:
         if item_id not in items:
@@ -187,21 +200,25 @@ class Monitoring:
     # -- what the rule engine does at each polling interval ------------------------------------------
     def evaluate(self, entities: list[dict], relationships: list[dict], now_ms: int) -> list[dict]:
         """Every rule, once: its results, those its previous evaluation did not have, and the alert."""
-        evaluations = []
-        for rule in sorted(self.rules.values(), key=lambda r: r["name"]):
-            results: set[str] = set()
-            for query in rule["question"]["queries"]:
-                live = [e for e in entities if query.get("includeDeleted") or not e.get("_deleted")]
-                results |= {e["_key"] for e in evaluate(query["query"], live, relationships, now_ms)}
-            previous = set(self.previous_results.get(rule["id"], []))
-            new = sorted(results - previous) if rule.get("triggerActionsOnNewEntitiesOnly") else sorted(results)
-            self.previous_results[rule["id"]] = sorted(results)
-            level = next((a.get("targetValue") for op in rule["operations"] for a in op["actions"]
-                          if a["type"] == "SET_PROPERTY" and a.get("targetProperty") == "alertLevel"), None)
-            fired = bool(new) and any(a["type"] == "CREATE_ALERT" for op in rule["operations"] for a in op["actions"])
-            evaluations.append({"name": rule["name"], "total": len(results), "new": new, "alert": fired,
-                                "alertLevel": level if fired else None})
-        return evaluations
+        return [self._evaluate(rule, entities, relationships, now_ms)
+                for rule in sorted(self.rules.values(), key=lambda r: r["name"])]
+
+    def _evaluate(self, rule: dict, entities: list[dict], relationships: list[dict], now_ms: int) -> dict:
+        results: set[str] = set()
+        for query in rule["question"]["queries"]:
+            live = [e for e in entities if query.get("includeDeleted") or not e.get("_deleted")]
+            results |= {e["_key"] for e in evaluate(query["query"], live, relationships, now_ms)}
+        previous = set(self.previous_results.get(rule["id"], []))
+        new = sorted(results - previous) if rule.get("triggerActionsOnNewEntitiesOnly") else sorted(results)
+        self.previous_results[rule["id"]] = sorted(results)
+        level = next((a.get("targetValue") for op in rule["operations"] for a in op["actions"]
+                      if a["type"] == "SET_PROPERTY" and a.get("targetProperty") == "alertLevel"), None)
+        fired = bool(new) and any(a["type"] == "CREATE_ALERT" for op in rule["operations"] for a in op["actions"])
+        if fired:
+            self.alerts.append({"rule": rule["name"], "ruleId": rule["id"], "at": now_ms, "new": new,
+                                "alertLevel": level})
+        return {"name": rule["name"], "total": len(results), "new": new, "alert": fired,
+                "alertLevel": level if fired else None}
 
 
 def check_input(type_name: str, value: Any, where: str) -> dict:

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sysdig_j1.emulators.http import Emulator, Handler, Request, Response
+from sysdig_j1.emulators.sysdig_audit import AuditError, AuditTrail
 from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg, page
 
 USERS_LIGHT_MODES = ("ok", "missing", "gone")
@@ -75,13 +76,14 @@ _ZONES = "/platform/v1/zones"
 _SSO_SETTINGS = "/platform/v1/sso-settings"
 _IP_FILTERS = "/platform/v1/ip-filters"
 _INVENTORY = "/secure/inventory/v1/resources"
+_AUDIT_EVENTS = "/platform/v1/platform-audit-events"
 # What the public API documents each route to require; a token without it gets 403. (No permission
 # is documented for the vulnerability and inventory routes, so they need none here.)
 ROUTE_PERMISSIONS = {
     _USERS: "users.read", _TEAMS: "customer-teams.read", _TEAM_USERS: "memberships.read", _ROLES: "roles.read",
     _SERVICE_ACCOUNTS: "global-service-accounts.read", _TEAM_SERVICE_ACCOUNTS: "team-service-accounts.read",
     _ACCESS_KEYS: "customer-access-keys.read", _ZONES: "zones.read", _SSO_SETTINGS: "sso-settings.read",
-    _IP_FILTERS: "ip-filters.read",
+    _IP_FILTERS: "ip-filters.read", _AUDIT_EVENTS: "audit-trail-events.read",
 }
 # The inventory filter clauses served: `field = "value"` or `field in ("a", "b")`, joined by `and`.
 _FILTER_CLAUSE = re.compile(
@@ -499,6 +501,7 @@ class SysdigEmulator(Emulator):
         if legacy_scanning not in LEGACY_SCANNING_MODES:
             raise ValueError(f"legacy_scanning must be one of {LEGACY_SCANNING_MODES}")
         self.org = SysdigOrg(org)
+        self.audit = AuditTrail(org.seed)  # every change made through the admin routes, as requests
         self.token = token
         self.users_light = users_light
         self.legacy_scanning = legacy_scanning
@@ -518,13 +521,14 @@ class SysdigEmulator(Emulator):
                for stage in STAGES},
             _RESULT: self._full_result,
             _ROLES: self._listing(lambda: range(self.org.spec.roles), self.org.role),
-            _SERVICE_ACCOUNTS: self._listing(lambda: range(self.org.spec.service_accounts), self.org.service_account),
+            _SERVICE_ACCOUNTS: self._listing(self._service_account_indices, self._service_account),
             _TEAM_SERVICE_ACCOUNTS: self._team_service_accounts,
             _ACCESS_KEYS: self._listing(self._access_keys, self._access_key),
             _ZONES: self._listing(lambda: range(self.org.spec.zones), self.org.zone),
             _SSO_SETTINGS: lambda request: Response(body={"data": self.org.sso_settings()}),  # not paged
             _IP_FILTERS: self._listing(lambda: range(self.org.spec.ip_filters), self.org.ip_filter),
             _INVENTORY: self._inventory,
+            _AUDIT_EVENTS: self._audit_events,
         }
         legacy = {
             _ME: self._me,
@@ -545,7 +549,11 @@ class SysdigEmulator(Emulator):
         self.route("POST", r"/_emulator/users/(?P<user_id>[^/]+)/remove", self._remove_user)
         self.route("POST", r"/_emulator/users/(?P<user_id>[^/]+)/update", self._update_user)
         self.route("POST", r"/_emulator/teams/(?P<team_id>[^/]+)/users/(?P<user_id>[^/]+)/remove", self._leave_team)
+        self.route("POST", r"/_emulator/teams/(?P<team_id>[^/]+)/users/(?P<user_id>[^/]+)/add", self._join_team)
         self.route("POST", r"/_emulator/teams/(?P<team_id>[^/]+)/remove", self._remove_team)
+        self.route("POST", "/_emulator/service-accounts", self._create_service_account)
+        self.route("POST", "/_emulator/access-keys", self._create_access_key)
+        self.route("POST", "/_emulator/audit", self._record_audit_event)
         self.route("GET", "/_emulator/stats", self._stats)
         self.route("POST", "/_emulator/stats/reset", self._reset_stats)
         self.route("GET", "/_emulator/faults", self._get_faults)
@@ -689,13 +697,30 @@ class SysdigEmulator(Emulator):
         return Response(body=_offset_page(range(self.org.spec.team_service_accounts), offset, limit,
                                           lambda k: self.org.team_service_account(j, k)))
 
+    def _service_account_indices(self) -> range:
+        return range(self.org.spec.service_accounts + len(self.org.created_service_accounts))
+
+    def _service_account(self, g: int) -> dict[str, Any]:
+        generated = self.org.spec.service_accounts
+        return self.org.service_account(g) if g < generated else self.org.created_service_accounts[g - generated]
+
     def _access_keys(self) -> list[int]:
         """Keys of removed teams went with them."""
-        return [a for a in range(self.org.spec.access_keys)
+        return [a for a in range(self.org.spec.access_keys + len(self.org.created_access_keys))
                 if (team := self._access_key(a)["teamId"]) is None or self.org.team_index(team) is not None]
 
     def _access_key(self, a: int) -> dict[str, Any]:
+        generated = self.org.spec.access_keys
+        if a >= generated:
+            return self.org.created_access_keys[a - generated]
         return self.org.access_key(a, range(TEAM_ID_BASE, TEAM_ID_BASE + self.org.spec.teams))
+
+    # -- public API: the platform audit trail (see `sysdig_audit`) ------------------------------
+    def _audit_events(self, request: Request) -> Response:
+        try:
+            return Response(body=self.audit.page(request.query))
+        except AuditError as error:
+            raise _HttpError(400, str(error)) from None
 
     # -- public API: inventory (page-number paging) ------------------------------------------
     def _inventory(self, request: Request) -> Response:
@@ -790,10 +815,12 @@ class SysdigEmulator(Emulator):
         })
 
     # -- control routes (no auth) ------------------------------------------------------------
+    # Each change is also recorded in the audit trail, as the public API request that makes it.
     def _remove_user(self, request: Request) -> Response:
         user_id = _parse_id(request.params["user_id"])
         if user_id is None or not self.org.remove_user(user_id):
             return Response(404, {"message": f"unknown user {request.params['user_id']}"})
+        self.audit.change("DELETE", f"/platform/v1/users/{user_id}", "user", user_id)
         return Response(body={"removed": user_id})
 
     def _update_user(self, request: Request) -> Response:
@@ -803,18 +830,58 @@ class SysdigEmulator(Emulator):
             return Response(400, {"message": "expected {\"isAdmin\": true} and/or {\"isEnabled\": false}"})
         if user_id is None or not self.org.update_user(user_id, changes.get("isAdmin"), changes.get("isEnabled")):
             return Response(404, {"message": f"unknown user {request.params['user_id']}"})
+        self.audit.change("PUT", f"/platform/v1/users/{user_id}", "user", user_id, changes)
         return Response(body={"updated": user_id, **changes})
 
     def _leave_team(self, request: Request) -> Response:
         team_id, user_id = _parse_id(request.params["team_id"]), _parse_id(request.params["user_id"])
         if None in (team_id, user_id) or not self.org.leave_team(team_id, user_id):
             return Response(404, {"message": "unknown team or not a member"})
+        self.audit.change("DELETE", f"/platform/v1/teams/{team_id}/users/{user_id}", "team", team_id)
         return Response(body={"team": team_id, "left": user_id})
+
+    def _join_team(self, request: Request) -> Response:
+        team_id, user_id = _parse_id(request.params["team_id"]), _parse_id(request.params["user_id"])
+        if None in (team_id, user_id) or not self.org.join_team(team_id, user_id):
+            return Response(404, {"message": "unknown team or user"})
+        self.audit.change("PUT", f"/platform/v1/teams/{team_id}/users/{user_id}", "team", team_id,
+                          {"standardTeamRole": "ROLE_TEAM_STANDARD"})
+        return Response(body={"team": team_id, "joined": user_id})
+
+    def _create_service_account(self, request: Request) -> Response:
+        """Body {"name", "systemRoles" (default ROLE_USER), "expirationDate" (ISO; null never)}."""
+        body = request.json() or {}
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            return Response(400, {"message": "expected {\"name\": ..., \"systemRoles\": [...]}"})
+        created = self.org.create_service_account(body["name"], body.get("systemRoles") or ["ROLE_USER"],
+                                                  body.get("expirationDate"))
+        # the API answers with the new account's key, and the audit trail keeps the answer
+        self.audit.change("POST", "/platform/v1/service-accounts", "serviceAccount", created["id"], created)
+        return Response(201, created)
+
+    def _create_access_key(self, request: Request) -> Response:
+        """Body {"teamId", "agentLimit"} (both optional)."""
+        body = request.json() or {}
+        created = self.org.create_access_key(body.get("teamId"), body.get("agentLimit"))
+        self.audit.change("POST", "/platform/v1/access-keys", "accessKey", created["id"], created)
+        return Response(201, created)
+
+    def _record_audit_event(self, request: Request) -> Response:
+        """Any request, as the audit trail records it: {"requestMethod", "requestUri",
+        "responseStatusCode", "entityType", "entityId"} (reads, failed writes, other products)."""
+        body = request.json() or {}
+        try:
+            event = self.audit.record(body["requestMethod"], body["requestUri"], int(body["responseStatusCode"]),
+                                      body.get("entityType", ""), body.get("entityId"))
+        except (KeyError, TypeError, ValueError) as error:
+            return Response(400, {"message": f"invalid audit event: {error}"})
+        return Response(201, event)
 
     def _remove_team(self, request: Request) -> Response:
         team_id = _parse_id(request.params["team_id"])
         if team_id is None or not self.org.remove_team(team_id):
             return Response(404, {"message": f"unknown team {request.params['team_id']}"})
+        self.audit.change("DELETE", f"/platform/v1/teams/{team_id}", "team", team_id)
         return Response(body={"removed": team_id})
 
     def _stats(self, request: Request) -> Response:

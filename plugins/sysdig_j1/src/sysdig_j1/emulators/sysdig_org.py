@@ -2,8 +2,8 @@
 
 Every record is a pure function of (seed, kind, index), so an organisation of 100,000 users and
 1,000,000 scans costs nothing at start-up and a page costs O(page). The only mutable state is what
-tests change between two syncs: users removed, made admin or disabled, a user leaving a team, a
-team removed.
+tests change between two syncs: users removed, made admin or disabled, a user joining or leaving a
+team, a team removed, service accounts and agent access keys created.
 """
 
 from __future__ import annotations
@@ -304,6 +304,9 @@ class SysdigOrg(PlatformMixin):
         self._promoted: frozenset[int] = frozenset()  # user indices made customer admins
         self._disabled: frozenset[int] = frozenset()  # user indices whose login was disabled
         self._left: frozenset[tuple[int, int]] = frozenset()  # (team index, user index) memberships ended
+        self._joined: frozenset[tuple[int, int]] = frozenset()  # (team index, user index) memberships added
+        self.created_service_accounts: tuple[dict[str, Any], ...] = ()  # after the generated ones
+        self.created_access_keys: tuple[dict[str, Any], ...] = ()
         self._removed_teams: tuple[int, ...] = ()  # sorted team indices
         self._lock = threading.Lock()
 
@@ -352,6 +355,38 @@ class SysdigOrg(PlatformMixin):
             if enabled is False:
                 self._disabled |= set(indices)
         return bool(indices)
+
+    def join_team(self, team_id: int, user_id: int) -> bool:
+        """The user becomes a member of the team (with the role the memberships give them)."""
+        j, indices = self.team_index(team_id), [i for i in self.user_indices_for_id(user_id) if self.is_present(i)]
+        if j is None or not indices:
+            return False
+        with self._lock:
+            self._joined |= {(j, i) for i in indices}
+            self._left -= {(j, i) for i in indices}
+        return True
+
+    def create_service_account(self, name: str, system_roles: list[str], expires: str | None) -> dict[str, Any]:
+        """A new global service account; returns it with its API key (the secret it signs in with)."""
+        with self._lock:
+            number = len(self.created_service_accounts)
+            created = _iso(datetime.now(UTC).replace(microsecond=0))
+            account = {"id": SERVICE_ACCOUNT_ID_BASE + 5000 + number, "name": name, "teamId": None, "teamRole": None,
+                       "systemRoles": list(system_roles), "dateCreated": created, "lastUpdated": created,
+                       "lastUsed": None, "expirationDate": expires}
+            self.created_service_accounts += (account,)
+        return {**account, "apiKey": self._uuid(f"service-account-key:{number}")}
+
+    def create_access_key(self, team_id: int | None, agent_limit: int | None) -> dict[str, Any]:
+        """A new agent access key, its secret value included (as the API answers)."""
+        with self._lock:
+            number = len(self.created_access_keys)
+            key = {"id": ACCESS_KEY_ID_BASE + 5000 + number, "isEnabled": True,
+                   "accessKey": self._uuid(f"created-access-key:{number}"),
+                   "dateCreated": _iso(datetime.now(UTC).replace(microsecond=0)), "dateDisabled": None,
+                   "agentLimit": agent_limit, "agentReservation": None, "teamId": team_id, "metadata": {}}
+            self.created_access_keys += (key,)
+        return dict(key)
 
     def leave_team(self, team_id: int, user_id: int) -> bool:
         j, indices = self.team_index(team_id), self.user_indices_for_id(user_id)
@@ -541,7 +576,7 @@ class SysdigOrg(PlatformMixin):
     # -- memberships -----------------------------------------------------------------------
     def members(self, j: int, with_admins: bool) -> Sequence[int]:
         """User indices of team j: admins first (if asked), then its non-admin members."""
-        if self._promoted or self._left:  # changed by a test: small organisations, listed plainly
+        if self._promoted or self._left or self._joined:  # changed by a test: small organisations, listed plainly
             return self._changed_members(j, with_admins)
         removed = self._removed  # one snapshot, so both parts agree
         admins, teams = self.spec.admins, self.spec.teams
@@ -554,9 +589,10 @@ class SysdigOrg(PlatformMixin):
 
     def _changed_members(self, j: int, with_admins: bool) -> list[int]:
         removed, left = set(self._removed), {i for jj, i in self._left if jj == j}
+        joined = {i for jj, i in self._joined if jj == j}
         admins = sorted({*range(min(self.spec.admins, self.spec.users)), *self._promoted} - removed - left)
         regular = [i for i in range(self.spec.admins, self.spec.users)
-                   if i % self.spec.teams == j and not self.is_admin(i) and i not in removed | left]
+                   if (i % self.spec.teams == j or i in joined) and not self.is_admin(i) and i not in removed | left]
         return admins + regular if with_admins else regular
 
     def membership(self, j: int, i: int) -> dict[str, Any]:

@@ -37,6 +37,7 @@ GRAPHQL = {  # questions are found by tag (`searchQuery` searches titles and des
     "update_rule": "mutation SysdigJ1UpdateRule($instance: UpdateInlineQuestionRuleInstanceInput!) { "
                    "updateInlineQuestionRuleInstance(instance: $instance) { id name } }",
     "delete_rule": "mutation SysdigJ1DeleteRule($id: ID!) { deleteRuleInstance(id: $id) { id } }",
+    "evaluate_rule": "mutation SysdigJ1EvaluateRule($id: ID!) { evaluateRuleInstance(id: $id) { id } }",
 }
 # A job in any other status has stopped (FINISHED, ABORTED..., ERROR_..., UNKNOWN, or one not yet
 # known to this code): waiting longer cannot change it.
@@ -172,6 +173,10 @@ class JupiterOneHook(ApiHook):
 
     def delete_rule(self, rule_id: str) -> None:
         self.graphql("delete_rule", GRAPHQL["delete_rule"], {"id": rule_id})
+
+    def evaluate_rule(self, rule_id: str) -> None:
+        """Evaluate one rule now, instead of at its next polling interval."""
+        self.graphql("evaluate_rule", GRAPHQL["evaluate_rule"], {"id": rule_id})
 
     def test_connection(self) -> tuple[bool, str]:
         """Airflow UI 'Test' button. The sync API's cheapest authenticated call is the status of a

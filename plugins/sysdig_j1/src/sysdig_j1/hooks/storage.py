@@ -26,18 +26,21 @@ def default_storage_url() -> str:
 
 
 class RunStorage:
-    def __init__(self, base_url: str, dag_id: str, run_id: str) -> None:
+    def __init__(self, base_url: str, dag_id: str, run_id: str, account: str | None = None) -> None:
+        """`account`: the folder of the scope's publish state (`_published`), the account's full
+        sync DAG id, so that its quick sync compares with and guards against the same publishes."""
         self.base_url = base_url
         self.root = ObjectStoragePath(base_url) / dag_id / _safe(run_id)
+        self.published = ObjectStoragePath(base_url) / (account or dag_id) / "_published"
 
     @classmethod
-    def for_current_run(cls) -> RunStorage:
+    def for_current_run(cls, account: str | None = None) -> RunStorage:
         """The storage of the running task's DAG run (call inside a task)."""
         from airflow.sdk import Variable, get_current_context
 
         context = get_current_context()
         base_url = Variable.get(STORAGE_VARIABLE, default=default_storage_url())
-        return cls(base_url, context["dag"].dag_id, context["run_id"])
+        return cls(base_url, context["dag"].dag_id, context["run_id"], account)
 
     def path(self, *parts: str) -> ObjectStoragePath:
         return self.root.joinpath(*parts)
@@ -51,12 +54,12 @@ class RunStorage:
 
     def published_state(self, scope: str) -> ObjectStoragePath:
         """What the last successful publish of a scope sent (kept next to the runs, not in one)."""
-        return self.root.parent / "_published" / f"{_safe(scope)}.json"
+        return self.published / f"{_safe(scope)}.json"
 
     def published_graph(self, scope: str, kind: str, generation: str = "latest") -> ObjectStoragePath:
         """The graph (entities or relationships) as the last successful publish of a scope left it
         ("latest"), or as the publish before that one left it ("before")."""
-        return self.root.parent / "_published" / f"{_safe(scope)}.{generation}.{kind}.parquet"
+        return self.published / f"{_safe(scope)}.{generation}.{kind}.parquet"
 
     def probe(self) -> None:
         """Write, read back and delete a small object in the run's folder; raises the storage's own

@@ -58,6 +58,9 @@ class Listing:
     limit: int = MAX_PAGE
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     optional: bool = False
+    # A cursor carries the query it was cut from, and the API refuses both (the audit trail's
+    # from/to): `params` go with the first page only.
+    cursor_carries_query: bool = False
 
 
 @dataclass
@@ -186,6 +189,11 @@ class SysdigHook(ApiHook):
                              f"choose from {', '.join(VM_STAGES)}")
         return tuple(dict.fromkeys(stages))
 
+    @property
+    def quick_sync(self) -> bool:
+        """Extra `quick_sync` (default true): whether the audit watcher starts quick syncs."""
+        return str(self.extra.get("quick_sync", True)).lower() not in ("false", "off", "no", "0")
+
     @cached_property
     def disabled_resources(self) -> tuple[str, ...]:
         """Resources switched off on purpose: a list or comma-separated text (checked by the caller)."""
@@ -265,8 +273,11 @@ class SysdigHook(ApiHook):
 
     def _fetch_page(self, work: tuple[Listing, int, Any, _Walk]) -> tuple[Page, list[tuple]]:
         listing, number, position, walk = work
+        query = self._position(listing, position)
+        if not (position and listing.cursor_carries_query):
+            query = {**listing.params, **query}
         try:
-            body = self.get_json(listing.path, {**listing.params, **self._position(listing, position)})
+            body = self.get_json(listing.path, query)
         except ApiError as exc:
             if listing.optional and exc.status in GONE and number == 0:  # gone mid-listing: incomplete
                 log.warning("%s is not available, skipped: %s", listing.path, exc)
