@@ -94,6 +94,22 @@ class Airflow:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
+    def python(self, *args: str, timeout: float = 120) -> str:
+        """This interpreter (the one Airflow runs in) with the stack's environment."""
+        done = subprocess.run([sys.executable, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if done.returncode:
+            raise RuntimeError(f"python {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout
+
+    def restart(self, name: str) -> None:
+        """Kill one component (SIGKILL: no clean shutdown) and start it again."""
+        os.killpg(self.processes[name].pid, 9)
+        self.processes[name].wait(20)
+        log = (self.logs / f"{name}.log").open("a")
+        command = [self._airflow(), *(a.format(api_port=self.api_port) for a in COMPONENTS[name])]
+        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         for name, args in COMPONENTS.items():
@@ -155,6 +171,7 @@ def stack(folder: Path, repo: Path, extra_env: dict[str, str]) -> Iterator[Airfl
         }
         airflow = Airflow(home, env, api_port)
         airflow.cli("db", "migrate")
+        airflow.python("-m", "sysdig_j1.pools")  # as docker-compose's airflow-init does
         airflow.start()
         try:
             yield airflow

@@ -38,7 +38,8 @@ ALL_TASKS = {
     "validate_config", "extract_account", "extract_users", "extract_teams", "extract_team_memberships",
     "extract_roles", "extract_service_accounts", "extract_team_service_accounts", "extract_access_keys", "extract_zones", "extract_sso_settings",
     "extract_ip_filters", "extract_clusters", "extract_hosts",
-    "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "check_extracts_complete",
+    "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "evaluate_alert_rules",
+    "check_extracts_complete",
 }
 
 

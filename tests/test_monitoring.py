@@ -33,7 +33,7 @@ def test_every_question_and_rule_is_sound_against_the_data_model():
     assert {r.name for r in rules} == {
         "sysdig-new-admin", "sysdig-user-disabled", "sysdig-user-removed", "sysdig-user-added-to-rapid-response-team",
         "sysdig-team-removed", "sysdig-image-scan-failing-policy", "sysdig-kev-cve-running",
-        "sysdig-new-admin-service-account"}
+        "sysdig-new-admin-service-account", "sysdig-new-access-key"}
     assert all(r.alertLevel and r.pollingInterval for r in rules)
 
 
@@ -197,4 +197,4 @@ def test_the_rules_dag_deploys_and_a_dry_run_sends_nothing(airflow_db, jupiteron
     assert jupiterone.rules() == []
     assert set(task_states(rules_dag.test(run_conf={"dry_run": False})).values()) == {"success"}
     questions, rules = monitoring.load(CONTENT)
-    assert (len(jupiterone.rules()), len(jupiterone.questions())) == (len(rules), len(questions)) == (8, 19)
+    assert (len(jupiterone.rules()), len(jupiterone.questions())) == (len(rules), len(questions)) == (9, 19)

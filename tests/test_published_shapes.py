@@ -20,7 +20,7 @@ import requests
 from conftest import SYSDIG_TOKEN
 from published_models import FACTS, MODELS, inventory_page_problems, problems, response_model
 
-from sysdig_j1 import findings
+from sysdig_j1 import audit, findings
 from sysdig_j1.contract import contracts
 from sysdig_j1.emulators.sysdig import SCENARIOS, SHAPE_BREAKING, SysdigEmulator
 from sysdig_j1.emulators.sysdig_org import OrgSpec, PlatformMixin, SysdigOrg
@@ -39,23 +39,24 @@ def walk(emulator: SysdigEmulator, models: set[str] | None = None) -> list[str]:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {SYSDIG_TOKEN}"
     found, records = [], {}
-    for declared in EXTRACTS.values():
-        for endpoint in declared.endpoints:
-            if endpoint.model is None:
-                continue
-            listed = records.setdefault(declared.resource, [])
-            for path in _paths(endpoint, records):
-                for where, body in _answers(session, emulator.url, path, endpoint):
-                    if not isinstance(body, dict):
-                        found.append(f"{where}: {body}")
-                        break
-                    items = body.get(endpoint.items)
-                    listed += items if isinstance(items, list) else []
-                    if models is None or endpoint.model in models:
-                        found += [f"{where}: {problem}" for problem in problems(endpoint.model, body)]
-            # (a scenario's lies about paging are the point of it, and the hook's to catch)
-            if endpoint.paging == "page" and emulator.faults.scenario is None and (models is None or endpoint.model in models):
-                found += _inventory_meaning(session, emulator.url, endpoint)
+    read = [(declared.resource, endpoint) for declared in EXTRACTS.values() for endpoint in declared.endpoints]
+    for resource, endpoint in [*read, ("audit", audit.AUDIT_EVENTS)]:  # and the trail the watcher reads
+        if endpoint.model is None:
+            continue
+        listed = records.setdefault(resource, [])
+        for path in _paths(endpoint, records):
+            for where, body in _answers(session, emulator.url, path, endpoint):
+                if not isinstance(body, dict):
+                    found.append(f"{where}: {body}")
+                    break
+                items = body.get(endpoint.items)
+                listed += items if isinstance(items, list) else []
+                if models is None or endpoint.model in models:
+                    found += [f"{where}: {problem}" for problem in problems(endpoint.model, body)]
+        # (a scenario's lies about paging are the point of it, and the hook's to catch)
+        if endpoint.paging == "page" and emulator.faults.scenario is None and (models is None
+                                                                                 or endpoint.model in models):
+            found += _inventory_meaning(session, emulator.url, endpoint)
     return found
 
 
@@ -124,6 +125,10 @@ SHAPED_SCENARIOS = sorted(set(SCENARIOS) - SHAPE_BREAKING)
     *(pytest.param((OrgSpec(), {"scenario": s}), id=s) for s in SHAPED_SCENARIOS),
 ], indirect=True)
 def test_every_emulated_answer_is_shaped_as_sysdig_publishes_it(emulator):
+    for path, body in (("/_emulator/users/10005/update", {"isAdmin": True}), ("/_emulator/teams/20000/users/10006/add", None),
+                       ("/_emulator/service-accounts", {"name": "bot"}), ("/_emulator/access-keys", {}),
+                       ("/_emulator/users/10007/remove", None)):  # so that the audit trail has events
+        requests.post(emulator.url + path, json=body, timeout=5).raise_for_status()
     assert walk(emulator) == []
 
 
@@ -140,6 +145,7 @@ def test_the_check_names_the_request_and_the_field(start_sysdig):
 
 def test_every_declared_endpoint_names_the_model_sysdig_publishes_for_it():
     declared = {endpoint.path: endpoint.model for extract in EXTRACTS.values() for endpoint in extract.endpoints}
+    declared[audit.AUDIT_EVENTS.path] = audit.AUDIT_EVENTS.model
     assert {path: response_model(path) for path in declared} == declared
     assert all(model in MODELS for model in FACTS["endpoints"].values())
 

@@ -9,11 +9,13 @@ own Airflow home, metadata database, broker, emulators and storage.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 from conftest import (
     J1_ACCOUNT,
     J1_KEY,
@@ -26,12 +28,15 @@ from conftest import (
 )
 from real_stack import stack, wait_for
 
+from sysdig_j1 import monitoring
 from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
-from sysdig_j1.extract import EXTRACTS
-from sysdig_j1.emulators.sysdig import SysdigEmulator
+from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS, SysdigEmulator
 from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1.extract import EXTRACTS
+from sysdig_j1.hooks.jupiterone import JupiterOneHook
+from sysdig_j1.model import RELATIONSHIPS
 
-DAG = "sysdig_jupiterone"
+DAG, QUICK = "sysdig_jupiterone", "sysdig_jupiterone_quick"
 SCOPE = "sysdig-j1:5000001"
 # 330 scans: 110 runtime results, enough pages for worker processes; a Celery worker's task process
 # is daemonic and may start none, so this checks that the findings are then stored in the task itself
@@ -62,39 +67,45 @@ def world(tmp_path_factory):
         "AIRFLOW_VAR_SYSDIG_J1_STORAGE_URL": f"file://{folder}/storage",
         "SYSDIG_J1_SCHEDULE": "@daily",  # backfills need a periodic schedule
         "SYSDIG_J1_TASK_RETRIES": "0",
+        "SYSDIG_J1_AUDIT_POLL_SECONDS": "10",  # (default 20: `make bench` measures with it)
     }
+    with pytest.MonkeyPatch.context() as patch:  # the rules deployed, as sysdig_jupiterone_rules does
+        patch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", env["AIRFLOW_CONN_JUPITERONE_DEFAULT"])
+        monitoring.deploy(JupiterOneHook(), *monitoring.load(REPO / "include" / "jupiterone"), dry_run=False,
+                          remove_unlisted=False)
     try:
         with stack(folder, REPO, env) as airflow:
-            wait_for("the DAG", lambda: airflow.api("GET", f"/dags/{DAG}").ok, 120, airflow.logs)
-            airflow.ok("PATCH", f"/dags/{DAG}", json={"is_paused": False})
-            yield airflow, jupiterone, folder
+            for dag_id in (DAG, QUICK):
+                wait_for(dag_id, lambda: airflow.api("GET", f"/dags/{dag_id}").ok, 120, airflow.logs)
+                airflow.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+            yield airflow, jupiterone, folder, sysdig
     finally:
         sysdig.stop(), jupiterone.stop()
 
 
-def finished(airflow, run_id: str, timeout: float = 240) -> dict:
+def finished(airflow, run_id: str, timeout: float = 240, dag_id: str = DAG) -> dict:
     def done():
-        run = airflow.ok("GET", f"/dags/{DAG}/dagRuns/{run_id}")
+        run = airflow.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         return run if run["state"] in ("success", "failed") else None
 
     return wait_for(f"run {run_id}", done, timeout, airflow.logs)
 
 
-def task_instances(airflow, run_id: str) -> dict[str, dict]:
-    listing = airflow.ok("GET", f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")
+def task_instances(airflow, run_id: str, dag_id: str = DAG) -> dict[str, dict]:
+    listing = airflow.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
     return {ti["task_id"]: ti for ti in listing["task_instances"]}
 
 
 @pytest.fixture(scope="module")
 def first_run(world) -> str:
-    airflow, _, _ = world
+    airflow, _, _, _ = world
     run_id = airflow.ok("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None})["dag_run_id"]
     assert finished(airflow, run_id)["state"] == "success"
     return run_id
 
 
 def test_a_triggered_run_succeeds_on_celery_and_publishes_the_graph(world, first_run):
-    airflow, jupiterone, _ = world
+    airflow, jupiterone, _, _ = world
 
     assert {ti["state"] for ti in task_instances(airflow, first_run).values()} == {"success"}
     assert jupiterone.summary(SCOPE) == EXPECTED
@@ -103,7 +114,7 @@ def test_a_triggered_run_succeeds_on_celery_and_publishes_the_graph(world, first
 
 
 def test_clearing_one_task_reruns_only_it_with_an_identical_graph(world, first_run):
-    airflow, jupiterone, _ = world
+    airflow, jupiterone, _, _ = world
     before_graph, before = jupiterone.graph(SCOPE), task_instances(airflow, first_run)
 
     airflow.ok("POST", f"/dags/{DAG}/clearTaskInstances", json={
@@ -119,7 +130,7 @@ def test_clearing_one_task_reruns_only_it_with_an_identical_graph(world, first_r
 
 
 def test_a_backfill_with_several_runs_at_once_never_has_two_jobs_open_on_the_scope(world, first_run):
-    airflow, jupiterone, _ = world
+    airflow, jupiterone, _, _ = world
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     backfill = airflow.ok("POST", "/backfills", json={
         "dag_id": DAG, "from_date": (today - timedelta(days=4)).isoformat(),
@@ -148,7 +159,7 @@ def test_a_backfill_with_several_runs_at_once_never_has_two_jobs_open_on_the_sco
     ("jupiterone", J1_ACCOUNT, J1_KEY, "not-the-key"),
 ])
 def test_both_connection_types_test_green_with_good_keys_and_red_with_bad(world, conn_type, login, good, bad):
-    airflow, jupiterone, folder = world
+    airflow, jupiterone, folder, _ = world
     host = json.loads(airflow.env[f"AIRFLOW_CONN_{conn_type.upper()}_DEFAULT"])["host"]
 
     def test(password: str) -> dict:
@@ -162,7 +173,7 @@ def test_both_connection_types_test_green_with_good_keys_and_red_with_bad(world,
 
 
 def test_no_secret_in_any_log_xcom_row_or_storage_file(world, first_run):
-    airflow, _, folder = world
+    airflow, _, folder, _ = world
     with psycopg2.connect(airflow.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")) as db:
         with db.cursor() as cursor:
             cursor.execute("SELECT value::text FROM xcom")
@@ -176,9 +187,168 @@ def test_no_secret_in_any_log_xcom_row_or_storage_file(world, first_run):
 
 
 def test_the_dag_and_every_task_carry_docs_for_the_ui(world):
-    airflow, _, _ = world
+    airflow, _, _, _ = world
 
     assert "Sync a Sysdig Secure account into the JupiterOne graph" in airflow.ok("GET", f"/dags/{DAG}/details")["doc_md"]
     tasks = airflow.ok("GET", f"/dags/{DAG}/tasks")["tasks"]
     undocumented = [t["task_id"] for t in tasks if not t["doc_md"]]
-    assert len(tasks) == len(EXTRACTS) + 5 and not undocumented, undocumented
+    assert len(tasks) == len(EXTRACTS) + 6 and not undocumented, undocumented
+
+
+# -- minutes, not a day: the audit watcher in the triggerer, the quick sync on the Celery worker ----
+UNTOUCHED = ("sysdig_image_scan", "sysdig_finding", "sysdig_cluster", "sysdig_host", "sysdig_sso_setting",
+             "sysdig_ip_filter")
+ENDS = {r.type: {r.source.type, r.target.type} for r in RELATIONSHIPS}
+CREATED_SECRETS: list[str] = []  # what the changes below echo in the audit trail: found nowhere after
+
+
+def untouched(jupiterone) -> list[dict]:
+    """Scans, findings, the inventory, SSO and IP filters, and every relationship touching them."""
+    graph = jupiterone.graph(SCOPE)
+    return [o for o in graph["entities"] if o["_type"] in UNTOUCHED] + [
+        o for o in graph["relationships"] if ENDS[o["_type"]] & set(UNTOUCHED)]
+
+
+def quick_runs(airflow) -> list[dict]:
+    return airflow.ok("GET", f"/dags/{QUICK}/dagRuns", params={"limit": 100})["dag_runs"]
+
+
+def settled(airflow, count_before: int) -> list[dict]:
+    """The quick runs since `count_before`, once none is queued or running."""
+    runs = quick_runs(airflow)
+    return runs[count_before:] if all(r["state"] in ("success", "failed") for r in runs) else None
+
+
+def change(sysdig, path: str, body: dict | None = None) -> dict:
+    response = requests.post(sysdig.url + path, json=body, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_changes_in_sysdig_reach_jupiterone_and_fire_their_alerts_touching_nothing_else(world, first_run):
+    airflow, jupiterone, _, sysdig = world
+    before, runs_before, alerts_before = untouched(jupiterone), len(quick_runs(airflow)), len(jupiterone.alerts())
+
+    change(sysdig, "/_emulator/users/10005/update", {"isAdmin": True})
+    change(sysdig, "/_emulator/teams/20000/users/10006/add")  # team 20000 may use Rapid Response
+    account = change(sysdig, "/_emulator/service-accounts", {"name": "deploy-bot", "systemRoles": ["ROLE_CUSTOMER"]})
+    key = change(sysdig, "/_emulator/access-keys", {"teamId": 20001})
+    change(sysdig, "/_emulator/users/10007/remove")
+    CREATED_SECRETS.extend([account["apiKey"], key["accessKey"]])
+
+    def landed():
+        graph = jupiterone.graph(SCOPE)
+        keys = {o["_key"] for kind in graph for o in graph[kind]}
+        users = {e["_key"]: e for e in graph["entities"] if e["_type"] == "sysdig_user"}
+        return (users["sysdig_user:10005"]["admin"] and "sysdig_team:20000|has|sysdig_user:10006" in keys
+                and f"sysdig_service_account:{account['id']}" in keys and f"sysdig_access_key:{key['id']}" in keys
+                and "sysdig_user:10007" not in keys)
+
+    wait_for("the five changes in JupiterOne", landed, 300, airflow.logs)
+    runs = wait_for("the quick runs", lambda: settled(airflow, runs_before), 300, airflow.logs)
+    fired = {a["rule"] for a in jupiterone.alerts()[alerts_before:]}
+    assert {"sysdig-new-admin", "sysdig-user-added-to-rapid-response-team", "sysdig-new-admin-service-account",
+            "sysdig-new-access-key", "sysdig-user-removed"} <= fired
+    assert 1 <= len(runs) <= 3 and {r["state"] for r in runs} == {"success"}
+    assert untouched(jupiterone) == before  # byte for byte
+    hosts = {ti["hostname"] for ti in task_instances(airflow, runs[-1]["dag_run_id"], QUICK).values()}
+    assert hosts and None not in hosts  # on the Celery worker
+
+
+def test_fifty_changes_within_ten_seconds_land_in_at_most_three_quick_runs(world, first_run):
+    airflow, jupiterone, _, sysdig = world
+    runs_before = len(quick_runs(airflow))
+    started = time.monotonic()
+    keys = []
+    for n in range(50):
+        keys.append(change(sysdig, "/_emulator/access-keys", {"teamId": 20000 + n % 4}))
+        time.sleep(max(0.0, started + n * 0.18 - time.monotonic()))
+    assert time.monotonic() - started <= 10
+    CREATED_SECRETS.extend(k["accessKey"] for k in keys)
+
+    def landed():
+        held = {e["_key"] for e in jupiterone.graph(SCOPE)["entities"]}
+        return all(f"sysdig_access_key:{k['id']}" in held for k in keys)
+
+    wait_for("50 new access keys in JupiterOne", landed, 300, airflow.logs)
+    runs = wait_for("the quick runs", lambda: settled(airflow, runs_before), 300, airflow.logs)
+    assert 1 <= len(runs) <= 3 and {r["state"] for r in runs} == {"success"}
+
+
+def test_a_triggerer_killed_in_a_burst_misses_no_change_and_applies_none_twice(world, first_run):
+    airflow, jupiterone, _, sysdig = world
+    runs_before = len(quick_runs(airflow))
+    keys = [change(sysdig, "/_emulator/access-keys", {"agentLimit": 5}) for _ in range(5)]
+    airflow.restart("triggerer")  # SIGKILL, then a new triggerer picks the watcher up from its stored position
+    keys += [change(sysdig, "/_emulator/access-keys", {"agentLimit": 5}) for _ in range(5)]
+    CREATED_SECRETS.extend(k["accessKey"] for k in keys)
+
+    def landed():
+        held = {e["_key"] for e in jupiterone.graph(SCOPE)["entities"]}
+        return all(f"sysdig_access_key:{k['id']}" in held for k in keys)
+
+    wait_for("the burst in JupiterOne", landed, 360, airflow.logs)
+    runs = wait_for("the quick runs", lambda: settled(airflow, runs_before), 300, airflow.logs)
+    assert {r["state"] for r in runs} == {"success"}
+    # Applied once: a full sync now finds JupiterOne holding exactly the account as it is.
+    run_id = airflow.ok("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None})["dag_run_id"]
+    assert finished(airflow, run_id)["state"] == "success"
+    last = sorted((j for j in jupiterone.jobs() if j["scope"] == SCOPE), key=lambda j: j["startTimestamp"])[-1]
+    assert {n: last[n] for n in ("numEntitiesCreated", "numEntitiesDeleted", "numRelationshipsCreated",
+                                 "numRelationshipsDeleted")} == dict.fromkeys(
+        ("numEntitiesCreated", "numEntitiesDeleted", "numRelationshipsCreated", "numRelationshipsDeleted"), 0)
+
+
+def test_a_quick_and_a_full_run_started_together_never_have_two_jobs_open_on_the_scope(world, first_run):
+    """Both loads run in the account's 1-slot pool. JupiterOne keeps each job open 30 s after its
+    finalize here, so without the pool the two publishes would overlap."""
+    airflow, jupiterone, _, _ = world
+    jupiterone.configure_faults(finalize_seconds=30)
+    try:
+        started = time.time() * 1000
+        full = airflow.ok("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None})["dag_run_id"]
+        quick = airflow.ok("POST", f"/dags/{QUICK}/dagRuns", json={"logical_date": None,
+                                                                   "conf": {"changed": ["users"]}})["dag_run_id"]
+        assert finished(airflow, quick, 360, QUICK)["state"] == "success"
+        assert finished(airflow, full, 360)["state"] == "success"
+    finally:
+        jupiterone.configure_faults(finalize_seconds=0)
+    jobs = sorted((j for j in jupiterone.jobs() if j["scope"] == SCOPE and j["startTimestamp"] >= started),
+                  key=lambda j: j["startTimestamp"])
+    assert len(jobs) == 2
+    assert jobs[1]["startTimestamp"] >= jobs[0]["endTimestamp"], "two jobs were open on the scope at once"
+
+
+def test_secrets_the_audit_trail_echoes_appear_nowhere(world, first_run):
+    airflow, jupiterone, folder, _ = world
+    assert len(CREATED_SECRETS) >= 60  # the service account's key and every access key created above
+    with psycopg2.connect(airflow.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("+psycopg2", "")) as db:
+        with db.cursor() as cursor:
+            cursor.execute("SELECT value::text FROM xcom UNION ALL SELECT extra::text FROM asset_event "
+                           "UNION ALL SELECT value::text FROM asset_state_store")
+            database = "\n".join(row[0] or "" for row in cursor.fetchall())
+    logs = "\n".join(p.read_text(errors="replace") for p in Path(airflow.home).rglob("*.log"))
+    assert "audit trail:" in logs  # the watcher's log lines are there to search
+    published = json.dumps(jupiterone.graph())
+    stored = storage_text(folder / "storage")
+    for secret in CREATED_SECRETS:
+        for where, text in (("the database", database), ("logs", logs), ("JupiterOne", published),
+                            ("storage", stored)):
+            assert secret not in text, f"a secret from the audit trail reached {where}"
+
+
+def test_without_the_audit_permission_one_warning_no_quick_run_and_the_full_sync_works(world, first_run):
+    """(Last: the watcher then idles for an hour before it asks again.)"""
+    airflow, jupiterone, _, sysdig = world
+    sysdig.permissions = tuple(p for p in ALL_PERMISSIONS if p != "audit-trail-events.read")
+    runs_before = len(quick_runs(airflow))
+    change(sysdig, "/_emulator/users/10008/update", {"isAdmin": True})
+    time.sleep(40)  # four polls
+
+    assert len(quick_runs(airflow)) == runs_before
+    run_id = airflow.ok("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None})["dag_run_id"]
+    assert finished(airflow, run_id)["state"] == "success"
+    users = {e["_key"]: e for e in jupiterone.graph(SCOPE)["entities"] if e["_type"] == "sysdig_user"}
+    assert users["sysdig_user:10008"]["admin"] is True
+    log = (airflow.logs / "triggerer.log").read_text(errors="replace")
+    assert log.count("lacks audit-trail-events.read") == 1

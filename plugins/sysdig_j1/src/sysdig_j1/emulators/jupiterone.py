@@ -91,6 +91,7 @@ class FaultSettings:
     seed: int = 0  # for error_rate, so a test sees the same failures on every run
     fail_finalize: str | None = None  # finalize ends in this status (one of FAILED_ENDS), graph untouched
     fail_uploads_after: int | None = None  # after N successful uploads every upload answers 503
+    finalize_seconds: float = 0.0  # a finalized job stays FINALIZE_PENDING (open) at least this long
 
     def __post_init__(self) -> None:  # settings also arrive as JSON, so check their types
         for name, hint in typing.get_type_hints(FaultSettings).items():
@@ -110,6 +111,7 @@ class SyncJob:
     next_statuses: list[str] = field(default_factory=list)  # stepped through by status GETs
     partial_datasets: Any = None
     requests: list[dict[str, Any]] = field(default_factory=list)  # POSTs, with correlation ids
+    finalized_at: float = 0.0  # time.monotonic() of the finalize, in memory only
 
     @property
     def status(self) -> str:
@@ -330,7 +332,8 @@ class JupiterOneEmulator(Emulator):
 
     def _get_job(self, request: Request) -> Response:
         job = self._find_job(request)
-        job.advance()  # after finalize, each status poll moves the job one phase on
+        if time.monotonic() - job.finalized_at >= self.faults.finalize_seconds:
+            job.advance()  # after finalize, each status poll moves the job one phase on
         return _job_response(job)
 
     def _upload(self, request: Request) -> Response:
@@ -368,6 +371,7 @@ class JupiterOneEmulator(Emulator):
             self._apply_diff(job, keep_types)
             terminal = "FINISHED"
         job.uploads = _empty_scope()
+        job.finalized_at = time.monotonic()
         job.set_status("FINALIZE_PENDING")
         job.next_statuses = ["FINALIZING_ENTITIES", "FINALIZING_RELATIONSHIPS", terminal]
         self._save()
