@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -30,13 +29,11 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from real_stack import stack, wait_for  # noqa: E402
+from real_stack import deploy_rules, stack, unpause, wait_for  # noqa: E402
 
-from sysdig_j1 import monitoring  # noqa: E402
 from sysdig_j1.emulators.jupiterone import JupiterOneEmulator  # noqa: E402
 from sysdig_j1.emulators.sysdig import SysdigEmulator  # noqa: E402
 from sysdig_j1.emulators.sysdig_org import OrgSpec  # noqa: E402
-from sysdig_j1.hooks.jupiterone import JupiterOneHook  # noqa: E402
 
 TOKEN, ACCOUNT, KEY = "bench-token", "bench-account", "bench-key"
 DAG, QUICK, SCOPE = "sysdig_jupiterone", "sysdig_jupiterone_quick", "sysdig-j1:5000001"
@@ -91,14 +88,10 @@ def main() -> None:
         "AIRFLOW_VAR_SYSDIG_J1_STORAGE_URL": f"file://{folder}/storage",
         "SYSDIG_J1_SCHEDULE": "none", "SYSDIG_J1_TASK_RETRIES": "0",
     }
-    os.environ["AIRFLOW_CONN_JUPITERONE_DEFAULT"] = env["AIRFLOW_CONN_JUPITERONE_DEFAULT"]
-    monitoring.deploy(JupiterOneHook(), *monitoring.load(REPO / "include" / "jupiterone"), dry_run=False,
-                      remove_unlisted=False)
+    deploy_rules(REPO, env["AIRFLOW_CONN_JUPITERONE_DEFAULT"])
     try:
         with stack(folder, REPO, env) as airflow:
-            for dag_id in (DAG, QUICK):
-                wait_for(dag_id, lambda: airflow.api("GET", f"/dags/{dag_id}").ok, 120, airflow.logs)
-                airflow.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+            unpause(airflow, DAG, QUICK)
             run = airflow.ok("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None})["dag_run_id"]
             wait_for("the first full sync", lambda: airflow.ok("GET", f"/dags/{DAG}/dagRuns/{run}")["state"]
                      == "success", 600, airflow.logs)

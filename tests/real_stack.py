@@ -177,3 +177,27 @@ def stack(folder: Path, repo: Path, extra_env: dict[str, str]) -> Iterator[Airfl
             yield airflow
         finally:
             airflow.stop()
+
+
+def unpause(airflow: Airflow, *dag_ids: str) -> None:
+    """Wait for the DAGs to be parsed, then switch them on (they are created paused)."""
+    for dag_id in dag_ids:
+        wait_for(dag_id, lambda: airflow.api("GET", f"/dags/{dag_id}").ok, 120, airflow.logs)
+        airflow.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+
+def deploy_rules(repo: Path, jupiterone_connection: str) -> None:
+    """The questions and alert rules deployed, as `sysdig_jupiterone_rules` deploys them."""
+    from sysdig_j1 import monitoring
+    from sysdig_j1.hooks.jupiterone import JupiterOneHook
+
+    saved = os.environ.get("AIRFLOW_CONN_JUPITERONE_DEFAULT")
+    os.environ["AIRFLOW_CONN_JUPITERONE_DEFAULT"] = jupiterone_connection
+    try:
+        monitoring.deploy(JupiterOneHook(), *monitoring.load(repo / "include" / "jupiterone"), dry_run=False,
+                          remove_unlisted=False)
+    finally:
+        if saved is None:
+            del os.environ["AIRFLOW_CONN_JUPITERONE_DEFAULT"]
+        else:
+            os.environ["AIRFLOW_CONN_JUPITERONE_DEFAULT"] = saved

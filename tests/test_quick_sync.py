@@ -137,3 +137,12 @@ def test_both_dags_compare_with_the_same_last_publish(quick_dag, published, jupi
     assert json.loads(reports[-1].read_text())["security"]["users_made_admin"] == ["sysdig_user:10005"]
     state = json.loads(next(Path(tmp_path, "storage", "sysdig_jupiterone", "_published").glob("*.json")).read_text())
     assert state["run_folder"].endswith(reports[-1].parent.parent.name)  # the quick run's publish is the latest
+
+
+@pytest.mark.parametrize("changed", [[], ["userz"]])
+def test_a_quick_run_by_hand_must_name_resources_it_knows(quick_dag, start_sysdig, jupiterone, connect, changed):
+    connect(start_sysdig(OrgSpec()), jupiterone)
+
+    states = task_states(quick_dag.test(run_conf={"changed": changed}))
+
+    assert states["plan_quick_sync"] == "failed" and jupiterone.jobs() == []

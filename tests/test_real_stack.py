@@ -26,14 +26,12 @@ from conftest import (
     expected_findings,
     storage_text,
 )
-from real_stack import stack, wait_for
+from real_stack import deploy_rules, stack, unpause, wait_for
 
-from sysdig_j1 import monitoring
 from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS, SysdigEmulator
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 from sysdig_j1.extract import EXTRACTS
-from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.model import RELATIONSHIPS
 
 DAG, QUICK = "sysdig_jupiterone", "sysdig_jupiterone_quick"
@@ -69,15 +67,10 @@ def world(tmp_path_factory):
         "SYSDIG_J1_TASK_RETRIES": "0",
         "SYSDIG_J1_AUDIT_POLL_SECONDS": "10",  # (default 20: `make bench` measures with it)
     }
-    with pytest.MonkeyPatch.context() as patch:  # the rules deployed, as sysdig_jupiterone_rules does
-        patch.setenv("AIRFLOW_CONN_JUPITERONE_DEFAULT", env["AIRFLOW_CONN_JUPITERONE_DEFAULT"])
-        monitoring.deploy(JupiterOneHook(), *monitoring.load(REPO / "include" / "jupiterone"), dry_run=False,
-                          remove_unlisted=False)
+    deploy_rules(REPO, env["AIRFLOW_CONN_JUPITERONE_DEFAULT"])
     try:
         with stack(folder, REPO, env) as airflow:
-            for dag_id in (DAG, QUICK):
-                wait_for(dag_id, lambda: airflow.api("GET", f"/dags/{dag_id}").ok, 120, airflow.logs)
-                airflow.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+            unpause(airflow, DAG, QUICK)
             yield airflow, jupiterone, folder, sysdig
     finally:
         sysdig.stop(), jupiterone.stop()
@@ -225,6 +218,16 @@ def change(sysdig, path: str, body: dict | None = None) -> dict:
     return response.json()
 
 
+def published_keys(airflow, jupiterone, keys: list[dict], runs_before: int) -> list[dict]:
+    """Waits until JupiterOne holds every access key created, and the quick runs are done; they."""
+    def landed():
+        held = {e["_key"] for e in jupiterone.graph(SCOPE)["entities"]}
+        return all(f"sysdig_access_key:{k['id']}" in held for k in keys)
+
+    wait_for(f"{len(keys)} new access keys in JupiterOne", landed, 360, airflow.logs)
+    return wait_for("the quick runs", lambda: settled(airflow, runs_before), 300, airflow.logs)
+
+
 def test_changes_in_sysdig_reach_jupiterone_and_fire_their_alerts_touching_nothing_else(world, first_run):
     airflow, jupiterone, _, sysdig = world
     before, runs_before, alerts_before = untouched(jupiterone), len(quick_runs(airflow)), len(jupiterone.alerts())
@@ -266,12 +269,7 @@ def test_fifty_changes_within_ten_seconds_land_in_at_most_three_quick_runs(world
     assert time.monotonic() - started <= 10
     CREATED_SECRETS.extend(k["accessKey"] for k in keys)
 
-    def landed():
-        held = {e["_key"] for e in jupiterone.graph(SCOPE)["entities"]}
-        return all(f"sysdig_access_key:{k['id']}" in held for k in keys)
-
-    wait_for("50 new access keys in JupiterOne", landed, 300, airflow.logs)
-    runs = wait_for("the quick runs", lambda: settled(airflow, runs_before), 300, airflow.logs)
+    runs = published_keys(airflow, jupiterone, keys, runs_before)
     assert 1 <= len(runs) <= 3 and {r["state"] for r in runs} == {"success"}
 
 
@@ -283,12 +281,7 @@ def test_a_triggerer_killed_in_a_burst_misses_no_change_and_applies_none_twice(w
     keys += [change(sysdig, "/_emulator/access-keys", {"agentLimit": 5}) for _ in range(5)]
     CREATED_SECRETS.extend(k["accessKey"] for k in keys)
 
-    def landed():
-        held = {e["_key"] for e in jupiterone.graph(SCOPE)["entities"]}
-        return all(f"sysdig_access_key:{k['id']}" in held for k in keys)
-
-    wait_for("the burst in JupiterOne", landed, 360, airflow.logs)
-    runs = wait_for("the quick runs", lambda: settled(airflow, runs_before), 300, airflow.logs)
+    runs = published_keys(airflow, jupiterone, keys, runs_before)
     assert {r["state"] for r in runs} == {"success"}
     # Applied once: a full sync now finds JupiterOne holding exactly the account as it is.
     run_id = airflow.ok("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None})["dag_run_id"]

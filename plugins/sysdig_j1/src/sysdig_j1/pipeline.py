@@ -84,6 +84,10 @@ def plan_quick_sync(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
     the audit trail says changed and of those the types they feed are linked to (`reread_with`).
     Every other resource is left out on purpose, so JupiterOne keeps its types (partialDatasets):
     scans, findings and the inventory are never touched."""
+    unknown = sorted(changed - set(RESOURCES))
+    if unknown or not changed:
+        raise AirflowFailException(f"a quick sync re-reads named resources ({', '.join(RESOURCES)}); "
+                                   f"it was given {sorted(changed) or 'none'}")
     config = validate_config(sysdig, jupiterone, storage)
     wanted = reread_with(changed)
     left_out = {r: NOT_REREAD for r in RESOURCES if r not in wanted}
