@@ -52,8 +52,9 @@ class SysdigAuditTrigger(BaseEventTrigger):
         if not hook.quick_sync:
             self.log.info("connection %r switches quick syncs off (extra quick_sync)", self.sysdig_conn_id)
             await asyncio.Event().wait()  # idle for good: this watcher never fires
-        while not await self._permitted(hook):
-            await asyncio.sleep(PERMISSION_RECHECK_SECONDS)
+        while not (permitted := await self._permitted(hook)):
+            # an error asking (Sysdig unreachable) is asked again soon; a refusal hourly
+            await asyncio.sleep(self.poll_interval if permitted is None else PERMISSION_RECHECK_SECONDS)
         overlap_ns = int(self.overlap * audit.NS)
         fired: set[str] = set()
         last_fired = 0.0
@@ -77,8 +78,9 @@ class SysdigAuditTrigger(BaseEventTrigger):
                 if exc.status == 403:  # the permission was taken away since
                     self._warn_unpermitted()
                     await asyncio.sleep(PERMISSION_RECHECK_SECONDS)
-                self.log.error("reading the Sysdig audit trail failed: %s", hook.scrubber.text(str(exc)))
-            except (OSError, ValueError) as exc:  # the next poll tries again
+                else:  # the next poll tries again
+                    self.log.error("reading the Sysdig audit trail failed: %s", hook.scrubber.text(str(exc)))
+            except (OSError, ValueError) as exc:
                 self.log.error("reading the Sysdig audit trail failed: %s", hook.scrubber.text(str(exc)))
             await asyncio.sleep(self.poll_interval)
 
@@ -89,13 +91,14 @@ class SysdigAuditTrigger(BaseEventTrigger):
         return {"resources": sorted({r for c in pending for r in c.resources}), "upto": upto,
                 "changes": {c.id: c.ns for c in pending if c.ns >= upto - overlap_ns}, "count": len(pending)}
 
-    async def _permitted(self, hook: SysdigHook) -> bool:
-        """Whether the token may read the audit trail; one warning per trigger when it may not."""
+    async def _permitted(self, hook: SysdigHook) -> bool | None:
+        """Whether the token may read the audit trail (None: asking failed); one warning per
+        trigger when it may not."""
         try:
             granted = await asyncio.to_thread(hook.permissions)
         except (ApiError, OSError) as exc:
             self.log.error("checking the Sysdig token's permissions failed: %s", hook.scrubber.text(str(exc)))
-            return False
+            return None
         if granted is None or audit.AUDIT_EVENTS.permission in granted:
             return True
         self._warn_unpermitted()
