@@ -186,10 +186,15 @@ def test_mapped_relationships_find_other_integrations_assets_and_never_create_th
     spec = OrgSpec()
     want = expected(spec)
     hosts, clusters = want["hosts"], want["clusters"]
-    aws_host, azure_host, gce_host = hosts[0], hosts[4], hosts[8]  # each group of 4 hosts runs on one cloud
+    # Each group of 4 hosts runs on one cloud: 3 nodes naming their machine in providerID (our
+    # reading), then a host of no cluster naming it in the documented arn or resourceId.
+    aws_host, azure_host, gce_host = hosts[0], hosts[4], hosts[8]
+    plain_ec2, plain_vm, plain_gce = hosts[3], hosts[7], hosts[11]
     instance_id = aws_host["metadata"]["providerID"].rsplit("/", 1)[1]
     vm_id = azure_host["metadata"]["providerID"].removeprefix("azure://").lower()
     _, _, project, zone, name = gce_host["metadata"]["providerID"].split("/")
+    plain_instance = plain_ec2["metadata"]["arn"].rsplit("/", 1)[1]
+    plain_gce_name = plain_gce["metadata"]["resourceId"].rsplit("/", 1)[1]
     theirs = [
         {"_key": f"arn:aws:ec2:us-east-1:123456789012:instance/{instance_id}", "_type": "aws_instance",
          "_class": "Host", "instanceId": instance_id},
@@ -201,8 +206,12 @@ def test_mapped_relationships_find_other_integrations_assets_and_never_create_th
          "arn": clusters[0]["metadata"]["arn"]},
         {"_key": clusters[1]["metadata"]["resourceId"].lower(), "_type": "azure_kubernetes_cluster",
          "_class": "Cluster"},
-        {"_key": f"google_container_cluster:{clusters[2]['metadata']['clusterId']}",
+        {"_key": f"google_container_cluster:{clusters[2]['metadata']['resourceId']}",
          "_type": "google_container_cluster", "_class": "Cluster"},
+        {"_key": plain_ec2["metadata"]["arn"], "_type": "aws_instance", "_class": "Host", "instanceId": plain_instance},
+        {"_key": plain_vm["metadata"]["resourceId"].lower(), "_type": "azure_vm", "_class": "Host"},
+        {"_key": f"https://www.googleapis.com/compute/v1/projects/acme-prod/zones/us-central1-a/instances/"
+                 f"{plain_gce_name}", "_type": "google_compute_instance", "_class": "Host"},
     ]
     for entity in theirs:
         entity["name"] = entity["displayName"] = entity["_key"].rsplit("/", 1)[-1]
@@ -222,6 +231,9 @@ def test_mapped_relationships_find_other_integrations_assets_and_never_create_th
         ("sysdig_cluster_is_aws_eks_cluster", cluster_key("prod-0"), theirs[4]["_key"]),
         ("sysdig_cluster_is_azure_kubernetes_cluster", cluster_key("prod-1"), theirs[5]["_key"]),
         ("sysdig_cluster_is_google_container_cluster", cluster_key("prod-2"), theirs[6]["_key"]),
+        ("sysdig_host_is_aws_instance", host_key(plain_ec2["hash"]), theirs[7]["_key"]),
+        ("sysdig_host_is_azure_vm", host_key(plain_vm["hash"]), theirs[8]["_key"]),
+        ("sysdig_host_is_google_compute_instance", host_key(plain_gce["hash"]), theirs[9]["_key"]),
     }
     assert jupiterone.graph("other-clouds")["entities"] == sorted(theirs, key=lambda e: e["_key"])  # not changed
     created = {e["_type"] for e in jupiterone.graph(MAPPER_SCOPE)["entities"]}
@@ -237,7 +249,7 @@ def test_mapped_relationships_find_other_integrations_assets_and_never_create_th
         assert mapping["skipTargetCreation"] is True and mapping["relationshipDirection"] == "FORWARD"
         assert mapping["targetFilterKeys"] == [["_type", target.match]]
         assert mapping["targetEntity"]["_type"] == target.type and target.match in mapping["targetEntity"]
-    on_cloud = sum(h["metadata"]["providerID"] is not None for h in hosts)
+    on_cloud = sum(any(h["metadata"].get(f) for f in ("providerID", "arn", "resourceId")) for h in hosts)
     assert (len(uploaded), on_cloud) == (on_cloud + spec.clusters + 3, 12)  # kube_cluster each, 3 managed
     match = {(r["_type"], r["_mapping"]["targetEntity"][targets[r["_type"]].match]) for r in uploaded}
     assert ("sysdig_host_is_aws_instance", instance_id) in match

@@ -51,12 +51,13 @@ RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
     "never_expires": (("expirationDate", "timestamp"),),
     "access_key_name": (("id", "integer"),),
     "sso_name": (("integrationName", "string"), ("config.type", "string"), ("product", "string")),
-    "aws_instance_id": (("metadata.providerID", "string"),),
-    "azure_vm_id": (("metadata.providerID", "string"),),
-    "gce_instance_link": (("metadata.providerID", "string"),),
+    # the documented inventory fields (arn, resourceId), else a Kubernetes node's providerID (our reading)
+    "aws_instance_id": (("metadata.arn", "string"), ("metadata.providerID", "string")),
+    "azure_vm_id": (("metadata.resourceId", "string"), ("metadata.providerID", "string")),
+    "gce_instance_link": (("metadata.resourceId", "string"), ("metadata.providerID", "string")),
     "kube_cluster_key": (("name", "string"),),
     "azure_resource_key": (("metadata.resourceId", "string"),),
-    "gke_cluster_key": (("metadata.clusterId", "string"),),
+    "gke_cluster_key": (("metadata.resourceId", "string"), ("metadata.clusterId", "string")),
 }
 # Rules that answer for every record, their fields' absence included (no risk acceptance: open; no
 # fix version: not fixable), so a required property they derive requires none of their fields.
@@ -613,8 +614,10 @@ CLUSTER = EntityType(
         _p("kubernetesVersion", "string", "Kubernetes version.", source="metadata.version"),
         _p("region", "string", "Cloud region (managed clusters).", source="metadata.region"),
         _p("arn", "string", "ARN of the EKS cluster.", source="metadata.arn"),
-        _p("resourceId", "string", "Azure resource id of the AKS cluster.", source="metadata.resourceId"),
-        _p("clusterId", "string", "GKE cluster id.", source="metadata.clusterId"),
+        _p("resourceId", "string", "Cloud resource id: the Azure resource id of an AKS cluster, the id of a GKE "
+                                   "cluster.", source="metadata.resourceId"),
+        _p("clusterId", "string", "GKE cluster id, where the inventory names it so (our reading).",
+           source="metadata.clusterId"),
     ),
 )
 
@@ -632,10 +635,13 @@ HOST = EntityType(
         _p("os", "string", "Operating system.", source="metadata.os"),
         _p("kernelVersion", "string", "Kernel version.", source="metadata.kernelVersion"),
         _p("agentVersion", "string", "Version of the Sysdig agent on it.", source="metadata.agentVersion"),
-        _p("providerId", "string", "Cloud instance it runs on, as Kubernetes names it (aws:///<zone>/<instance id>, "
-                                   "azure:///<resource id>, gce://<project>/<zone>/<name>).",
+        _p("arn", "string", "ARN of the EC2 instance it is.", source="metadata.arn"),
+        _p("resourceId", "string", "Cloud resource id of the machine (an Azure VM's resource id, a Compute Engine "
+                                   "instance's resource name).", source="metadata.resourceId"),
+        _p("providerId", "string", "Cloud instance a Kubernetes node runs on, as Kubernetes names it "
+                                   "(aws:///<zone>/<instance id>, azure:///<resource id>, gce://<project>/<zone>/<name>).",
            source="metadata.providerID"),
-        _p("instanceId", "string", "EC2 instance id, from providerId.", derive="aws_instance_id"),
+        _p("instanceId", "string", "EC2 instance id, from arn or providerId.", derive="aws_instance_id"),
     ),
 )
 

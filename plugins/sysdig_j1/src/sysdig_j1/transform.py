@@ -172,14 +172,22 @@ def _sso_name(raw: pd.DataFrame, ctx: Context) -> pd.Series:
     return as_string(column(raw, "integrationName")).fillna(kind + product + ")")
 
 
-def _provider_id(pattern: str, build: Callable[[pd.DataFrame], pd.Series]
-                 ) -> Callable[[pd.DataFrame, Context], pd.Series]:
-    """A cloud identifier out of a Kubernetes providerID: null unless it has this cloud's form."""
+def _cloud_id(*forms: tuple[str, str], build: Callable[[pd.DataFrame], pd.Series] = lambda p: p["id"]
+              ) -> Callable[[pd.DataFrame, Context], pd.Series]:
+    """A cloud identifier out of the first of these (field, pattern) that has the cloud's form:
+    the inventory's documented fields (arn, resourceId) first, then a Kubernetes node's providerID
+    (our reading); null where none has."""
     def derive(raw: pd.DataFrame, ctx: Context) -> pd.Series:
-        parts = as_string(column(raw, "metadata.providerID")).str.extract(pattern)
-        return build(parts).astype("string").where(parts.notna().all(axis=1))
+        found = pd.Series(pd.NA, index=raw.index, dtype="string")
+        for field, pattern in forms:
+            parts = as_string(column(raw, field)).str.extract(pattern)
+            found = found.fillna(build(parts).astype("string").where(parts.notna().all(axis=1)))
+        return found
 
     return derive
+
+
+_AZURE_VM = r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/virtualMachines/[^/]+"
 
 
 DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
@@ -208,15 +216,24 @@ DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
     "never_expires": lambda raw, ctx: column(raw, "expirationDate").isna().astype("boolean"),
     "access_key_name": lambda raw, ctx: "Agent access key " + as_string(column(raw, "id")),
     "sso_name": _sso_name,
-    "aws_instance_id": _provider_id(r"^aws:///[^/]*/(?P<id>i-[0-9a-f]+)$", lambda p: p["id"]),
-    "azure_vm_id": _provider_id(r"(?i)^azure://(?P<id>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
-                                r"Microsoft\.Compute/virtualMachines/[^/]+)$", lambda p: p["id"].str.lower()),
-    "gce_instance_link": _provider_id(r"^gce://(?P<project>[^/]+)/(?P<zone>[^/]+)/(?P<name>[^/]+)$", lambda p: (
-        "https://www.googleapis.com/compute/v1/projects/" + p["project"] + "/zones/" + p["zone"] + "/instances/"
-        + p["name"])),
+    "aws_instance_id": _cloud_id(("metadata.arn", r"^arn:aws[a-z-]*:ec2:[^:]*:\d{12}:instance/(?P<id>i-[0-9a-f]+)$"),
+                                 ("metadata.providerID", r"^aws:///[^/]*/(?P<id>i-[0-9a-f]+)$")),
+    "azure_vm_id": _cloud_id(("metadata.resourceId", rf"(?i)^(?P<id>{_AZURE_VM})$"),
+                             ("metadata.providerID", rf"(?i)^azure://(?P<id>{_AZURE_VM})$"),
+                             build=lambda p: p["id"].str.lower()),
+    "gce_instance_link": _cloud_id(
+        ("metadata.resourceId", r"^//compute\.googleapis\.com/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/"
+                                r"instances/(?P<name>[^/]+)$"),
+        ("metadata.providerID", r"^gce://(?P<project>[^/]+)/(?P<zone>[^/]+)/(?P<name>[^/]+)$"),
+        build=lambda p: ("https://www.googleapis.com/compute/v1/projects/" + p["project"] + "/zones/" + p["zone"]
+                         + "/instances/" + p["name"])),
     "kube_cluster_key": lambda raw, ctx: "kube_cluster:" + as_string(column(raw, "name")),
     "azure_resource_key": lambda raw, ctx: as_string(column(raw, "metadata.resourceId")).str.lower(),
-    "gke_cluster_key": lambda raw, ctx: "google_container_cluster:" + as_string(column(raw, "metadata.clusterId")),
+    # a GKE cluster's id: its resourceId (documented) unless that is another cloud's (an Azure resource
+    # id, an ARN), else clusterId
+    "gke_cluster_key": lambda raw, ctx: "google_container_cluster:" + _cloud_id(
+        ("metadata.resourceId", r"^(?!/subscriptions/|arn:)(?P<id>[^/]+)$"), ("metadata.clusterId", r"^(?P<id>.+)$"))(
+        raw, ctx),
 }
 
 

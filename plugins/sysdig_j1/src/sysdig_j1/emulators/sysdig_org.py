@@ -260,8 +260,8 @@ class PlatformMixin:
             metadata |= {"region": "westeurope", "resourceId": (
                 f"/subscriptions/{self._subscription()}/resourceGroups/Prod-RG/providers/"
                 f"Microsoft.ContainerService/managedClusters/prod-{c}")}
-        elif distribution == "GKE":
-            metadata |= {"region": "us-central1", "clusterId": _sha256(f"{self.spec.seed}:gke:{c}")[:32]}
+        elif distribution == "GKE":  # its id in resourceId, a documented field (not clusterId: our reading)
+            metadata |= {"region": "us-central1", "resourceId": _sha256(f"{self.spec.seed}:gke:{c}")[:32]}
         return self._inventory_item("cluster", c, f"prod-{c}", "Kubernetes", "Cluster", metadata)
 
     def inventory_fields(self, kind: str, n: int) -> dict[str, str]:
@@ -272,22 +272,28 @@ class PlatformMixin:
 
     def host(self, h: int) -> dict[str, Any]:
         """Nodes of the clusters in turn, every (clusters + 1)th a host of no cluster; each group of
-        clusters + 1 runs on one cloud in turn (AWS, Azure, GCP, none)."""
+        clusters + 1 runs on one cloud in turn (AWS, Azure, GCP, none). A node names its machine in
+        Kubernetes' providerID (our reading); a host of no cluster in the documented inventory
+        fields: an EC2 instance's arn, an Azure VM's or a Compute Engine instance's resourceId."""
         group = self.spec.clusters + 1
         cluster, cloud = h % group, _CLOUDS[(h // group) % 4]
-        name = f"node-{h}"
-        provider = {
-            "aws": f"aws:///us-east-1a/i-{_sha256(f'{self.spec.seed}:ec2:{h}')[:17]}",
-            "azure": (f"azure:///subscriptions/{self._subscription()}/resourceGroups/MC_Prod-RG/providers/"
-                      f"Microsoft.Compute/virtualMachines/{name}"),
-            "gce": f"gce://acme-prod/us-central1-a/{name}",
-            "none": None,
-        }[cloud]
+        name, instance = f"node-{h}", f"i-{_sha256(f'{self.spec.seed}:ec2:{h}')[:17]}"
+        vm = (f"/subscriptions/{self._subscription()}/resourceGroups/MC_Prod-RG/providers/"
+              f"Microsoft.Compute/virtualMachines/{name}")
         in_cluster = cluster < self.spec.clusters
+        if in_cluster:
+            machine = {"providerID": {"aws": f"aws:///us-east-1a/{instance}", "azure": f"azure://{vm}",
+                                      "gce": f"gce://acme-prod/us-central1-a/{name}", "none": None}[cloud]}
+        else:
+            machine = {"aws": {"arn": f"arn:aws:ec2:us-east-1:123456789012:instance/{instance}"},
+                       "azure": {"resourceId": vm},
+                       "gce": {"resourceId": f"//compute.googleapis.com/projects/acme-prod/zones/us-central1-a/"
+                                             f"instances/{name}"},
+                       "none": {}}[cloud]
         metadata = {"cluster": f"prod-{cluster}" if in_cluster else None,
                     "nodeType": ("Master" if h % 5 == 0 else "Worker") if in_cluster else None,
                     "os": "Ubuntu 22.04.4 LTS", "kernelVersion": f"6.5.0-{h}-generic", "agentVersion": "13.6.0",
-                    "providerID": provider}
+                    **machine}
         return self._inventory_item("host", h, name, "Kubernetes" if in_cluster else "Linux",
                                     "Node" if in_cluster else "Host", metadata)
 
