@@ -141,11 +141,13 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
 
         # One publish per scope at a time, whatever the run type, the DAG (full or quick) or the
         # number of workers: the account's 1-slot pool lets the scheduler start no second `load`
-        # while one runs; the other waits in "scheduled" (the UI shows "no open slots in pool").
+        # while one runs; the other waits in "scheduled" (the UI shows "no open slots in pool"),
+        # and its log says how long it waited, and why.
         @task(pool=account.publish_pool, multiple_outputs=False, outlets=[graph_asset])
         def load(graph: dict, quality: dict, params: dict | None = None, outlet_events=None) -> dict:
             """Publish through one JupiterOne synchronization job (or, for a dry run, write it out),
             report what changed, and tell the asset's consumers (the change totals in its extra)."""
+            pipeline.note_pool_wait(quality, account.publish_pool)
             result = pipeline.load(jupiterone(), storage(), graph, params or {})
             outlet_events[graph_asset].extra = pipeline.asset_extra(result)
             return result

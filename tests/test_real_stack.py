@@ -9,6 +9,7 @@ own Airflow home, metadata database, broker, emulators and storage.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -310,6 +311,8 @@ def test_a_quick_and_a_full_run_started_together_never_have_two_jobs_open_on_the
                   key=lambda j: j["startTimestamp"])
     assert len(jobs) == 2
     assert jobs[1]["startTimestamp"] >= jobs[0]["endTimestamp"], "two jobs were open on the scope at once"
+    logs = "\n".join(p.read_text(errors="replace") for p in Path(airflow.home).rglob("*.log"))
+    assert re.search(r"waited \d+ s to publish: pool sysdig_jupiterone\.publish lets one publish", logs)
 
 
 def test_secrets_the_audit_trail_echoes_appear_nowhere(world, first_run):

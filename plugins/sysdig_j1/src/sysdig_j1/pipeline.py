@@ -8,6 +8,7 @@ retrying cannot fix (bad credentials, bad data) raise AirflowFailException so th
 from __future__ import annotations
 
 import logging
+import time
 
 
 from airflow.sdk import Asset
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SKIPPED = "skipped.json"  # in the run's folder: resources validate_config left out on purpose, with why
 NOT_REREAD = "not re-read by this quick sync: the audit trail shows no change that needs it"
+POOL_WAIT_WORTH_SAYING = 10.0  # seconds between check_quality's end and load's start
 
 
 def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage) -> dict:
@@ -148,7 +150,15 @@ def check_quality(storage: RunStorage, graph: dict) -> dict:
     if not report["success"]:
         raise AirflowFailException(quality.summary(report))
     log.info("all %d data-quality checks passed", report["evaluated"])
-    return {"evaluated": report["evaluated"], "success": True}
+    return {"evaluated": report["evaluated"], "success": True, "finished_at": time.time()}
+
+
+def note_pool_wait(quality: dict, pool: str) -> None:
+    """Say in `load`'s own log why it started late: it waited for the account's publish pool."""
+    waited = time.time() - quality.get("finished_at", time.time())
+    if waited >= POOL_WAIT_WORTH_SAYING:
+        log.info("waited %.0f s to publish: pool %s lets one publish of this scope run at a time, and another "
+                 "(the full or the quick sync) held it", waited, pool)
 
 
 def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -> dict:
