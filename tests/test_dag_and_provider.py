@@ -70,7 +70,8 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
 @pytest.mark.parametrize(
     ("conn_type", "hook_class", "fields", "relabelled"),
     [
-        ("sysdig", "sysdig_j1.hooks.sysdig.SysdigHook", {"region", "account_name"}, {"password": "API Token"}),
+        ("sysdig", "sysdig_j1.hooks.sysdig.SysdigHook", {"region", "account_name", "quick_sync"},
+         {"password": "API Token"}),
         ("jupiterone", "sysdig_j1.hooks.jupiterone.JupiterOneHook", {"region", "integration_instance_id"},
          {"login": "Account ID", "password": "API Key"}),
     ],

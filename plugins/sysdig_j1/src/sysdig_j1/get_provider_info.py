@@ -72,6 +72,12 @@ def get_provider_info() -> dict:
                         "label": "Max concurrent requests",
                         "schema": {"type": ["integer", "null"], "default": 8, "minimum": 1},
                     },
+                    "quick_sync": {
+                        "label": "Quick sync",
+                        "description": "Changes in the platform audit trail start a quick sync within a minute "
+                                       "(needs audit-trail-events.read). Off: only the scheduled full sync.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login", "extra"],
