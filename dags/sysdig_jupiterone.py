@@ -57,11 +57,15 @@ AUDIT_OVERLAP_SECONDS = float(os.environ.get("SYSDIG_J1_AUDIT_OVERLAP_SECONDS", 
 AUDIT_REDRIVE_SECONDS = float(os.environ.get("SYSDIG_J1_AUDIT_REDRIVE_SECONDS", "300"))
 
 
+def audit_asset_name(account: Account) -> str:
+    return f"{account.dag_id}.sysdig_audit"
+
+
 def audit_asset(account: Account) -> Asset:
     """Changes in the account's Sysdig audit trail: its watcher starts the quick sync."""
     trigger = SysdigAuditTrigger(account.sysdig_conn_id, poll_interval=AUDIT_POLL_SECONDS,
                                  overlap=AUDIT_OVERLAP_SECONDS, redrive_after=AUDIT_REDRIVE_SECONDS)
-    return Asset(name=f"{account.dag_id}.sysdig_audit", uri=f"sysdig-audit://{account.dag_id}",
+    return Asset(name=audit_asset_name(account), uri=f"sysdig-audit://{account.dag_id}",
                  watchers=[AssetWatcher(name=f"{account.dag_id}_audit_watcher", trigger=trigger)])
 
 
@@ -69,6 +73,7 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
     """The account's full sync, or (quick) its quick sync: the same tasks, but for what is extracted."""
     graph_asset = pipeline.graph_asset(account.dag_id)
     changes = audit_asset(account) if quick else None
+    watched = Asset.ref(name=audit_asset_name(account))  # its state store: the watcher's position
     full_schedule = None if SCHEDULE.lower() in ("", "none") else SCHEDULE
 
     @dag(
@@ -157,15 +162,25 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
             """The deployed rules that read a type this publish changed, evaluated now."""
             return pipeline.evaluate_alert_rules(jupiterone(), loaded)
 
-        @task(multiple_outputs=False, inlets=[changes] if quick else [])
-        def confirm_published(loaded: dict, triggering_asset_events=None, asset_state_store=None) -> dict | None:
-            """Moves the audit watcher past the changes just published (a failed run does not,
-            so they are fired again)."""
+        @task(multiple_outputs=False, inlets=[watched])
+        def confirm_published(loaded: dict, config: dict, triggering_asset_events=None,
+                              asset_state_store=None) -> dict | None:
+            """Moves the audit watcher past the changes just published (a run that failed, or did
+            not re-read everything it was started for, does not: they are fired again)."""
             payloads = [event.extra.get("payload") or {} for event in (triggering_asset_events or {}).get(changes, [])]
             payloads = [p for p in payloads if p.get("changes")]
             if loaded.get("dry_run") or not payloads:  # a dry run, or started by hand
                 return None
-            return pipeline.confirm_published(asset_state_store[changes], payloads, AUDIT_OVERLAP_SECONDS)
+            return pipeline.confirm_published(asset_state_store[watched], storage(), config, payloads,
+                                              AUDIT_OVERLAP_SECONDS)
+
+        @task(multiple_outputs=False, inlets=[watched])
+        def reset_audit_watcher(loaded: dict, config: dict, asset_state_store=None) -> dict | None:
+            """The quick sync's watcher resumes from when this full sync began reading: what
+            changed since, a quick sync may have published and this publish overwritten."""
+            if loaded.get("dry_run"):
+                return None
+            return pipeline.reset_watcher(asset_state_store[watched], config)
 
         @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
         def check_extracts_complete() -> None:
@@ -187,7 +202,9 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
         published = load(graph, check_quality(graph))
         evaluate_alert_rules(published)
         if quick:
-            confirm_published(published)
+            confirm_published(published, config)
+        elif QUICK_SYNC:
+            reset_audit_watcher(published, config)
         # Last, after load, so it can say what was published (ALL_DONE: it runs whatever failed).
         [*extracts, published] >> check_extracts_complete()
 

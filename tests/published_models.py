@@ -104,16 +104,17 @@ def model_schema(name: str) -> dict:
         options = [type_schema(facts["type"].removesuffix(" | null")) for field, facts in fields.items()
                    if field.endswith("_validator")]
         return {kind: options}
-    extensions = {u.field.partition(".")[0] for u in UNPUBLISHED if u.model == name}
+    extensions = {u.field.partition(".")[0] for u in UNPUBLISHED if u.model == name} - {"*"}
     properties = {
         field: {**_bounded(type_schema(facts["type"]), facts), **MEANINGS.get((name, field), {})}
         for field, facts in fields.items()
     }
     return {
         "type": "object",
-        "properties": {**properties, **{field: {} for field in extensions - {"*"}}},
+        # a declared field the model lacks may hold anything (inside a published map, the map's type holds)
+        "properties": {**{field: {} for field in extensions - fields.keys()}, **properties},
         "required": [field for field, facts in fields.items() if facts["required"]],
-        "additionalProperties": "*" in extensions,
+        "additionalProperties": any(u.model == name and u.field == "*" for u in UNPUBLISHED),
     }
 
 

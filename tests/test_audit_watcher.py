@@ -21,7 +21,10 @@ from sysdig_j1 import audit, pipeline
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
 from sysdig_j1.emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.sysdig import ListingError, SysdigHook
-from sysdig_j1.triggers import POSITION_KEY, SysdigAuditTrigger
+from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.triggers import SysdigAuditTrigger
+
+POSITION_KEY = audit.POSITION_KEY
 
 POLL, OVERLAP = 0.2, 5.0
 AUDIT = "GET /platform/v1/platform-audit-events"
@@ -91,9 +94,10 @@ def audit_requests(emulator) -> int:
     return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()["requests"].get(AUDIT, 0)
 
 
-def publish(store: Store, payload: dict) -> None:
+def publish(store: Store, payload: dict, storage: RunStorage | None = None, reread: tuple[str, ...] = ()) -> None:
     """What the quick sync does once it published: the watcher's position moves past the changes."""
-    pipeline.confirm_published(store, [payload], OVERLAP)
+    pipeline.confirm_published(store, storage or RunStorage("memory://", "quick", "run"), {"reread": list(reread)},
+                               [payload], OVERLAP)
 
 
 def test_writes_map_to_the_resources_declared_to_change_with_them():
@@ -233,3 +237,30 @@ def test_the_trail_is_read_completely_across_pages(sysdig, monkeypatch):
     with pytest.raises(ListingError, match="Sysdig GET /platform/v1/platform-audit-events failed: page 0, event 0: "
                                            "an event needs a text id and an integer timestamp"):
         audit.read_changes(hook, start, time.time_ns())
+
+
+def test_a_quick_sync_that_could_not_re_read_everything_leaves_its_changes_to_fire_again(tmp_path):
+    store, payload = Store(), {"resources": ["users"], "upto": 2_000, "changes": {"e1": 2_000}, "count": 1}
+    storage = RunStorage(f"file://{tmp_path}", "quick", "run")
+    storage.write_json(storage.manifest("account"), {})  # the account was re-read, the users were not
+
+    publish(store, payload, storage, reread=("account", "users"))
+    assert POSITION_KEY not in store.values
+    storage.write_json(storage.manifest("users"), {})
+    publish(store, payload, storage, reread=("account", "users"))
+    assert store.values[POSITION_KEY] == {"ns": 2_000, "seen": {"e1": 2_000}}
+
+
+def test_a_full_sync_sets_the_watcher_to_when_it_began_reading():
+    """Forward past a change no quick sync could publish; back before one a quick sync published
+    after the full sync had read the account (its publish overwrote it), which is then fired again."""
+    store = Store()
+    store.set(POSITION_KEY, {"ns": 5_000, "seen": {"early": 3_500, "late": 4_800}})
+
+    pipeline.reset_watcher(store, {"started_ns": 4_000})
+
+    assert store.values[POSITION_KEY] == {"ns": 4_000, "seen": {"early": 3_500}}
+    position = audit.Position.load(store.values[POSITION_KEY])
+    assert [c.id for c in position.pending([audit.Change("late", 4_800, ("users",))])] == ["late"]
+    pipeline.reset_watcher(store, {"started_ns": 9_000})
+    assert store.values[POSITION_KEY]["ns"] == 9_000

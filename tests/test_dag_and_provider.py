@@ -34,7 +34,7 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
         "extract_roles", "extract_service_accounts", "extract_team_service_accounts", "extract_access_keys", "extract_zones", "extract_sso_settings",
         "extract_ip_filters", "extract_clusters", "extract_hosts",
         "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "evaluate_alert_rules",
-        "check_extracts_complete",
+        "reset_audit_watcher", "check_extracts_complete",
     }
     extracts = {t for t in dag.task_dict if t.startswith("extract_")}
     assert dag.task_dict["transform"].upstream_task_ids >= extracts
@@ -60,8 +60,10 @@ def test_dag_folder_imports_without_errors_or_network(airflow_db, monkeypatch):
         "plan_quick_sync", "extract_changed", "transform", "check_quality", "load", "evaluate_alert_rules",
         "confirm_published", "check_extracts_complete"}
     assert quick.task_dict["load"].pool == dag.task_dict["load"].pool  # one publish per scope across both
-    assert quick.task_dict["confirm_published"].upstream_task_ids == {"load"}
-    assert [i.name for i in quick.task_dict["confirm_published"].inlets] == ["sysdig_jupiterone.sysdig_audit"]
+    assert quick.task_dict["confirm_published"].upstream_task_ids == {"load", "plan_quick_sync"}
+    for task in (quick.task_dict["confirm_published"], dag.task_dict["reset_audit_watcher"]):  # the watcher's state
+        assert [i.name for i in task.inlets] == ["sysdig_jupiterone.sysdig_audit"]
+    assert dag.task_dict["reset_audit_watcher"].upstream_task_ids == {"load", "validate_config"}
     example = bag.get_dag("sysdig_graph_changed_example")
     assert example.is_paused_upon_creation is True  # off by default
     assert example.timetable.asset_condition == dag.task_dict["load"].outlets[0]  # scheduled on the graph

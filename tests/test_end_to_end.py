@@ -39,7 +39,7 @@ ALL_TASKS = {
     "extract_roles", "extract_service_accounts", "extract_team_service_accounts", "extract_access_keys", "extract_zones", "extract_sso_settings",
     "extract_ip_filters", "extract_clusters", "extract_hosts",
     "extract_image_scans", "extract_findings", "transform", "check_quality", "load", "evaluate_alert_rules",
-    "check_extracts_complete",
+    "reset_audit_watcher", "check_extracts_complete",
 }
 
 

@@ -24,6 +24,7 @@ AUDIT_EVENTS = Endpoint("/platform/v1/platform-audit-events", "audit-trail-event
                         limit=999, model="ListAuditEventsResponse")
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 NS = 1_000_000_000
+POSITION_KEY = "published"  # where the audit asset's state store keeps the watcher's `Position`
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -112,4 +113,10 @@ class Position:
         ns = max(self.ns, to_ns, *(c.ns for c in published))
         seen = {**self.seen, **{c.id: c.ns for c in published}}
         return Position(ns, {i: t for i, t in seen.items() if t >= ns - overlap_ns})
+
+    def reset_to(self, ns: int) -> Position:
+        """The position after a full sync that read the account from `ns` on: whatever happened
+        before is published, and whatever happened since must be published again (the full sync
+        may just have overwritten a quicker publish of it with what it read earlier)."""
+        return Position(ns, {i: t for i, t in self.seen.items() if t < ns})
 

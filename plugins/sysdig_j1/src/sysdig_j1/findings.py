@@ -32,11 +32,6 @@ from sysdig_j1.model import SEVERITIES
 from sysdig_j1.scrub import Scrubber
 
 RESULT_PATH = "/secure/vulnerability/v1/results/{}"
-# The objects of the full result a finding record holds, each under its published model's name,
-# and the record's own fields (computed, or lifted as described above).
-PARTS = {"package": "Package", "vulnerability": "Vulnerability", "riskAccept": "RiskAcceptanceDefinition",
-         "layer": "Layer"}
-OWN_FIELDS = ("findingId", "resultId", "cisaKev", "epss", "layer.baseImages")
 ACTIVE = "active"  # the status of a risk acceptance in force (the others: expired, ...)
 
 

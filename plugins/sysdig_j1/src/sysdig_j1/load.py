@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sysdig_j1.hooks.http import ApiError
-from sysdig_j1.hooks.jupiterone import IN_PROGRESS_STATUSES, JupiterOneHook
+from sysdig_j1.hooks.jupiterone import TERMINAL_STATUSES, JupiterOneHook
 from sysdig_j1.model import RELATIONSHIPS, MappedTarget
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def wait_for_job(hook: JupiterOneHook, job_id: str, poll_seconds: float, timeout
     deadline = time.monotonic() + timeout_seconds
     while True:
         job = hook.get_job(job_id)
-        if job["status"] not in IN_PROGRESS_STATUSES:
+        if job["status"] in TERMINAL_STATUSES:
             return job
         if time.monotonic() > deadline:
             raise TimeoutError(f"JupiterOne job {job_id} still {job['status']} after {timeout_seconds:.0f}s")

@@ -57,7 +57,8 @@ RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
     "gce_instance_link": (("metadata.resourceId", "string"), ("metadata.providerID", "string")),
     "kube_cluster_key": (("name", "string"),),
     "azure_resource_key": (("metadata.resourceId", "string"),),
-    "gke_cluster_key": (("metadata.resourceId", "string"), ("metadata.clusterId", "string")),
+    "gke_cluster_key": (("metadata.resourceId", "string"), ("metadata.distribution", "string"),
+                        ("metadata.clusterId", "string")),
 }
 # Rules that answer for every record, their fields' absence included (no risk acceptance: open; no
 # fix version: not fixable), so a required property they derive requires none of their fields.
@@ -705,15 +706,18 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
                      cls="USES", resource="teams", source_key_field="id", target_key_field="zoneIds", many=True),
     RelationshipType(CLUSTER, HOST, "The host is a node of the cluster.", resource="hosts",
                      source_key_field="metadata.cluster", target_key_field="hash", optional=True),
-    RelationshipType(HOST, AWS_INSTANCE, "The host is this EC2 instance (mapped: matched by instance id in the AWS "
-                                         "integration's data, never created).", cls="IS", resource="hosts",
+    RelationshipType(HOST, AWS_INSTANCE, "The host is this EC2 instance (mapped: matched by instance id, from its arn or "
+                                         "a node's providerID, in the AWS integration's data, never created).",
+                     cls="IS", resource="hosts",
                      source_key_field="hash", target_key_field="metadata.providerID",
                      target_key_rule="aws_instance_id"),
-    RelationshipType(HOST, AZURE_VM, "The host is this Azure VM (mapped: matched by resource id, never created).",
+    RelationshipType(HOST, AZURE_VM, "The host is this Azure VM (mapped: matched by resource id, from resourceId or a "
+                                     "node's providerID, never created).",
                      cls="IS", resource="hosts", source_key_field="hash", target_key_field="metadata.providerID",
                      target_key_rule="azure_vm_id"),
     RelationshipType(HOST, GCE_INSTANCE, "The host is this Compute Engine instance (mapped: matched by self link, "
-                                         "never created).", cls="IS", resource="hosts", source_key_field="hash",
+                                         "from resourceId or a node's providerID, never created).", cls="IS",
+                     resource="hosts", source_key_field="hash",
                      target_key_field="metadata.providerID", target_key_rule="gce_instance_link"),
     RelationshipType(CLUSTER, KUBE_CLUSTER, "The cluster is the Kubernetes integration's cluster of the same name "
                                             "(mapped, never created).", cls="IS", resource="clusters",
@@ -723,8 +727,9 @@ RELATIONSHIPS: tuple[RelationshipType, ...] = (
     RelationshipType(CLUSTER, AKS_CLUSTER, "The cluster is this AKS cluster (mapped: matched by resource id, never "
                                            "created).", cls="IS", resource="clusters", source_key_field="name",
                      target_key_field="metadata.resourceId", target_key_rule="azure_resource_key"),
-    RelationshipType(CLUSTER, GKE_CLUSTER, "The cluster is this GKE cluster (mapped: matched by cluster id, never "
-                                           "created).", cls="IS", resource="clusters", source_key_field="name",
+    RelationshipType(CLUSTER, GKE_CLUSTER, "The cluster is this GKE cluster (mapped: matched by cluster id, its "
+                                           "resourceId when its distribution is GKE, else clusterId; never created).",
+                     cls="IS", resource="clusters", source_key_field="name",
                      target_key_field="metadata.clusterId", target_key_rule="gke_cluster_key"),
 )
 

@@ -37,6 +37,7 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
     """Everything a run needs, checked before any data moves: the Sysdig token works (cheapest call,
     /api/users/me), the JupiterOne connection is complete and its region or host known, and the
     storage URL can be written to and deleted from."""
+    started_ns = time.time_ns()
     try:
         user = sysdig.current_user()
         jupiterone.base_url  # noqa: B018 - an unknown region or a missing host fails here
@@ -72,6 +73,7 @@ def validate_config(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
         log.warning("%s will not be extracted: %s. JupiterOne keeps what it holds of its types.", resource, reason)
     storage.write_json(storage.path(SKIPPED), {**skipped, **off})  # for check_extracts_complete
     return {
+        "started_ns": started_ns,  # no data was read before: where the audit watcher resumes after a full sync
         "account_id": account_id,
         "app_url": sysdig.base_url,
         "account_name": sysdig.account_name,
@@ -154,11 +156,12 @@ def check_quality(storage: RunStorage, graph: dict) -> dict:
 
 
 def note_pool_wait(quality: dict, pool: str) -> None:
-    """Say in `load`'s own log why it started late: it waited for the account's publish pool."""
+    """Say in `load`'s own log why it may have started late: the account's publish pool."""
     waited = time.time() - quality.get("finished_at", time.time())
     if waited >= POOL_WAIT_WORTH_SAYING:
-        log.info("waited %.0f s to publish: pool %s lets one publish of this scope run at a time, and another "
-                 "(the full or the quick sync) held it", waited, pool)
+        log.info("started %.0f s after check_quality: publishes run in pool %s, one publish of this scope at a "
+                 "time, so it waits while the full or the quick sync publishes (a busy worker also delays it)",
+                 waited, pool)
 
 
 def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -> dict:
@@ -212,18 +215,34 @@ def evaluate_alert_rules(jupiterone: JupiterOneHook, loaded: dict) -> list[str]:
     return monitoring.evaluate_changed(jupiterone, loaded["changes"]["types"])
 
 
-def confirm_published(state, payloads: list[dict], overlap_seconds: float) -> dict | None:
+def confirm_published(state, storage: RunStorage, config: dict, payloads: list[dict],
+                      overlap_seconds: float) -> dict | None:
     """After a quick sync published, move the audit watcher's position (the asset state store
-    `state`, key `triggers.POSITION_KEY`) past the changes it was started for, so they are not
-    fired again."""
-    from sysdig_j1.triggers import POSITION_KEY
-
-    position = audit.Position.load(state.get(POSITION_KEY)) or audit.Position(0)
+    `state`) past the changes it was started for, so they are not fired again; unless a resource
+    it re-read for them failed (JupiterOne kept its old objects): then the watcher fires them again."""
+    failed = sorted(missing_resources(storage) & set(config["reread"]))
+    if failed:
+        log.warning("not extracted completely: %s; the audit watcher will start another quick sync for these "
+                    "changes", ", ".join(failed))
+        return None
+    position = audit.Position.load(state.get(audit.POSITION_KEY)) or audit.Position(0)
     published = [audit.Change(event_id, ns, ()) for p in payloads for event_id, ns in p["changes"].items()]
     moved = position.advanced(max(p["upto"] for p in payloads), published, int(overlap_seconds * audit.NS))
-    state.set(POSITION_KEY, moved.dump())
+    state.set(audit.POSITION_KEY, moved.dump())
     log.info("the audit watcher now reads on from %d ns: %d changes published", moved.ns,
              sum(p["count"] for p in payloads))
+    return moved.dump()
+
+
+def reset_watcher(state, config: dict) -> dict:
+    """After a full sync published, set the audit watcher's position to when the sync began
+    reading (`validate_config`): every change before is published now; a change since, which a
+    quick sync may have published meanwhile and this publish overwrote with what it read earlier,
+    is fired and published again."""
+    position = audit.Position.load(state.get(audit.POSITION_KEY)) or audit.Position(config["started_ns"])
+    moved = position.reset_to(config["started_ns"])
+    state.set(audit.POSITION_KEY, moved.dump())
+    log.info("the audit watcher reads on from this sync's start, %d ns", moved.ns)
     return moved.dump()
 
 
@@ -300,8 +319,8 @@ def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: l
 
 
 def check_extracts_complete(storage: RunStorage) -> None:
-    """The last task, and so the one whose state is the run's: a run that published partial data,
-    or nothing (transform, check_quality or load failed), must end failed, so alerts fire. Its
+    """Runs after load whatever failed: a run that published partial data, or nothing (transform,
+    check_quality or load failed), must end failed, so alerts fire. Its
     message says what JupiterOne received, so nobody has to piece that together from other logs.
     Resources the token may not read, or switched off, were skipped on purpose: a warning, not a failure."""
     skipped = storage.read_json(storage.path(SKIPPED)) if storage.path(SKIPPED).exists() else {}

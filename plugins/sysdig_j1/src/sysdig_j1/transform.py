@@ -187,6 +187,14 @@ def _cloud_id(*forms: tuple[str, str], build: Callable[[pd.DataFrame], pd.Series
     return derive
 
 
+def _gke_cluster_key(raw: pd.DataFrame, ctx: Context) -> pd.Series:
+    """A GKE cluster's id: its resourceId (a documented field) when its distribution says GKE (the
+    same field holds an AKS cluster's Azure resource id), else its clusterId (our reading)."""
+    gke = as_string(column(raw, "metadata.distribution")).str.upper() == "GKE"
+    resource_id = as_string(column(raw, "metadata.resourceId")).where(gke.fillna(False))
+    return "google_container_cluster:" + resource_id.fillna(as_string(column(raw, "metadata.clusterId")))
+
+
 _AZURE_VM = r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/virtualMachines/[^/]+"
 
 
@@ -229,11 +237,7 @@ DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
                          + "/instances/" + p["name"])),
     "kube_cluster_key": lambda raw, ctx: "kube_cluster:" + as_string(column(raw, "name")),
     "azure_resource_key": lambda raw, ctx: as_string(column(raw, "metadata.resourceId")).str.lower(),
-    # a GKE cluster's id: its resourceId (documented) unless that is another cloud's (an Azure resource
-    # id, an ARN), else clusterId
-    "gke_cluster_key": lambda raw, ctx: "google_container_cluster:" + _cloud_id(
-        ("metadata.resourceId", r"^(?!/subscriptions/|arn:)(?P<id>[^/]+)$"), ("metadata.clusterId", r"^(?P<id>.+)$"))(
-        raw, ctx),
+    "gke_cluster_key": _gke_cluster_key,
 }
 
 

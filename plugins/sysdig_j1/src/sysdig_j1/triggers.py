@@ -4,11 +4,14 @@ It runs in Airflow's triggerer as the watcher of an account's audit asset (`dags
 and polls the platform audit trail every `poll_interval` seconds from the position kept in the
 asset's state store (`audit.Position`), re-reading `overlap` seconds before it so that late events
 are not missed (an event already published is recognised by its id). A poll that finds writes to
-resources the graph holds, not yet published, fires one event naming those resources; an empty
-poll fires nothing and moves the position on. The position moves past a change only once the quick
-sync has published it (`pipeline.confirm_published`): until then later polls see it as pending,
-and fire it again after `redrive_after` seconds, so a failed quick run is re-driven. Delivery is
-at least once, and re-reading whole listings makes a repeated hint harmless.
+resources the graph holds that it has not fired yet fires one event naming those resources; an
+empty poll fires nothing and moves the position on. The position moves past a change only once a
+quick sync has published everything it re-read for it (`pipeline.confirm_published`), or a full
+sync that read the account after it has published (`pipeline.reset_watcher`, which also moves it
+back when the full sync read the account before a change a quick sync published meanwhile): until
+then later polls see the change as pending, and fire it again after `redrive_after` seconds, so a
+failed quick run is re-driven. Delivery is at least once, and re-reading whole listings makes a
+repeated hint harmless.
 
 Without the permission to read the audit trail it logs one warning and stays idle (checking
 again hourly); the scheduled full sync is not affected. Every error is logged, scrubbed of the
@@ -28,7 +31,6 @@ from sysdig_j1 import audit
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.sysdig import SysdigHook
 
-POSITION_KEY = "published"  # the asset state store key of the position
 PERMISSION_RECHECK_SECONDS = 3600
 
 
@@ -58,6 +60,8 @@ class SysdigAuditTrigger(BaseEventTrigger):
         overlap_ns = int(self.overlap * audit.NS)
         fired: set[str] = set()
         last_fired = 0.0
+        if audit.Position.load(await self._get()) is None:  # first start: from now (the full sync has the past)
+            await self._set(audit.Position(time.time_ns()).dump())
         while True:
             try:
                 position = audit.Position.load(await self._get()) or audit.Position(time.time_ns())
@@ -80,8 +84,9 @@ class SysdigAuditTrigger(BaseEventTrigger):
                     await asyncio.sleep(PERMISSION_RECHECK_SECONDS)
                 else:  # the next poll tries again
                     self.log.error("reading the Sysdig audit trail failed: %s", hook.scrubber.text(str(exc)))
-            except (OSError, ValueError) as exc:
-                self.log.error("reading the Sysdig audit trail failed: %s", hook.scrubber.text(str(exc)))
+            except Exception as exc:  # the state store, the network, a bug: logged; the next poll tries again
+                self.log.error("reading the Sysdig audit trail failed: %s: %s", type(exc).__name__,
+                               hook.scrubber.text(str(exc)))
             await asyncio.sleep(self.poll_interval)
 
     def _payload(self, pending: list[audit.Change], overlap_ns: int) -> dict[str, Any]:
@@ -96,7 +101,7 @@ class SysdigAuditTrigger(BaseEventTrigger):
         trigger when it may not."""
         try:
             granted = await asyncio.to_thread(hook.permissions)
-        except (ApiError, OSError) as exc:
+        except Exception as exc:
             self.log.error("checking the Sysdig token's permissions failed: %s", hook.scrubber.text(str(exc)))
             return None
         if granted is None or audit.AUDIT_EVENTS.permission in granted:
@@ -113,11 +118,11 @@ class SysdigAuditTrigger(BaseEventTrigger):
 
     async def _get(self) -> Any:
         store = getattr(self, "asset_state_store", None)
-        return await store.aget(POSITION_KEY) if store is not None else self._memory.get(POSITION_KEY)
+        return await store.aget(audit.POSITION_KEY) if store is not None else self._memory.get(audit.POSITION_KEY)
 
     async def _set(self, value: Any) -> None:
         store = getattr(self, "asset_state_store", None)
         if store is not None:
-            await store.aset(POSITION_KEY, value)
+            await store.aset(audit.POSITION_KEY, value)
         else:
-            self._memory[POSITION_KEY] = value
+            self._memory[audit.POSITION_KEY] = value

@@ -2,8 +2,9 @@
 
 Every change made through the emulator's admin interface is recorded as the request that made it,
 shaped as Sysdig's published `AuditEvent` model: who, `requestMethod`, `requestUri`,
-`responseStatusCode`, `entityType`, `entityId`, and `entityPayload`, the request's body, which for a
-new access key or service account echoes its secret (so a client that keeps payloads is caught).
+`responseStatusCode`, `entityType`, `entityId`, and `entityPayload`: the request's body, or for a
+creation the answer, which echoes the new access key's or service account's secret (so a client
+that keeps payloads is caught).
 Each change is followed by the read a console makes to show the result (a GET), so a client must
 pick the writes out of ordinary traffic.
 

@@ -39,10 +39,11 @@ GRAPHQL = {  # questions are found by tag (`searchQuery` searches titles and des
     "delete_rule": "mutation SysdigJ1DeleteRule($id: ID!) { deleteRuleInstance(id: $id) { id } }",
     "evaluate_rule": "mutation SysdigJ1EvaluateRule($id: ID!) { evaluateRuleInstance(id: $id) { id } }",
 }
-# A job in any other status has stopped (FINISHED, ABORTED..., ERROR_..., UNKNOWN, or one not yet
-# known to this code): waiting longer cannot change it.
-IN_PROGRESS_STATUSES = frozenset({"AWAITING_UPLOADS", "FINALIZE_PENDING", "FINALIZING_ENTITIES",
-                                  "FINALIZING_RELATIONSHIPS"})
+# Every status of the SDK's enum in which a job has stopped: waiting longer cannot change it. (A
+# status not known here is waited on until the timeout: ending early could open a second job on
+# the scope while the first still works.)
+TERMINAL_STATUSES = frozenset({"FINISHED", "ABORTED", "ABORTED_DUE_TO_INVALID_CONFIGURATION", "ERROR_BAD_DATA",
+                               "ERROR_UNEXPECTED_FAILURE", "UNKNOWN"})
 
 
 class JupiterOneHook(ApiHook):
