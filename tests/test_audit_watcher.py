@@ -248,19 +248,23 @@ def test_a_quick_sync_that_could_not_re_read_everything_leaves_its_changes_to_fi
     assert POSITION_KEY not in store.values
     storage.write_json(storage.manifest("users"), {})
     publish(store, payload, storage, reread=("account", "users"))
-    assert store.values[POSITION_KEY] == {"ns": 2_000, "seen": {"e1": 2_000}}
+    assert store.values[POSITION_KEY] == {"ns": 2_000, "seen": {"e1": 2_000}, "covered": 0}
 
 
 def test_a_full_sync_sets_the_watcher_to_when_it_began_reading():
     """Forward past a change no quick sync could publish; back before one a quick sync published
-    after the full sync had read the account (its publish overwrote it), which is then fired again."""
+    after the full sync had read the account (its publish overwrote it), which is then fired again;
+    and a change before the full sync's start, which the moved-back overlap re-reads after its id
+    was forgotten, is published by the full sync and never fired again."""
     store = Store()
     store.set(POSITION_KEY, {"ns": 5_000, "seen": {"early": 3_500, "late": 4_800}})
 
     pipeline.reset_watcher(store, {"started_ns": 4_000})
 
-    assert store.values[POSITION_KEY] == {"ns": 4_000, "seen": {"early": 3_500}}
+    assert store.values[POSITION_KEY] == {"ns": 4_000, "seen": {}, "covered": 4_000}
     position = audit.Position.load(store.values[POSITION_KEY])
-    assert [c.id for c in position.pending([audit.Change("late", 4_800, ("users",))])] == ["late"]
+    read = [audit.Change(i, ns, ("users",)) for i, ns in (("forgotten", 2_500), ("early", 3_500), ("late", 4_800))]
+    assert [c.id for c in position.pending(read)] == ["late"]
+    assert [c.id for c in position.advanced(6_000, [], 1_000).pending(read)] == ["late"]  # still covered
     pipeline.reset_watcher(store, {"started_ns": 9_000})
     assert store.values[POSITION_KEY]["ns"] == 9_000

@@ -87,36 +87,42 @@ def _change(event: Any, where: str) -> Change:
 
 @dataclass
 class Position:
-    """Up to when (ns) every change was published, and the changes published in the `overlap`
-    before it, by id, so that re-reading the overlap does not report them again."""
+    """Up to when (ns) every change was published, the changes published in the `overlap` before
+    it, by id, so that re-reading the overlap does not report them again, and the start of the
+    last full sync (`covered`): every change before that was published by it, seen or not."""
 
     ns: int
     seen: dict[str, int] = field(default_factory=dict)  # event id -> its time
+    covered: int = 0
 
     @classmethod
     def load(cls, value: Any) -> Position | None:
         if not isinstance(value, dict) or not isinstance(value.get("ns"), int):
             return None
         seen = value.get("seen") if isinstance(value.get("seen"), dict) else {}
-        return cls(value["ns"], {k: v for k, v in seen.items() if isinstance(v, int)})
+        covered = value.get("covered") if isinstance(value.get("covered"), int) else 0
+        return cls(value["ns"], {k: v for k, v in seen.items() if isinstance(v, int)}, covered)
 
     def dump(self) -> dict:
-        return {"ns": self.ns, "seen": self.seen}
+        return {"ns": self.ns, "seen": self.seen, "covered": self.covered}
 
     def pending(self, changes: list[Change]) -> list[Change]:
-        """The changes of a read from (position - overlap) on not yet published: those not seen."""
-        return [c for c in changes if c.id not in self.seen]
+        """The changes of a read from (position - overlap) on not yet published: those neither
+        seen nor before the last full sync."""
+        return [c for c in changes if c.id not in self.seen and c.ns >= self.covered]
 
     def advanced(self, to_ns: int, published: list[Change], overlap_ns: int) -> Position:
         """The position after these changes were published (or, with none, after a quiet read up
         to `to_ns`); it never moves back, and forgets ids older than the overlap."""
         ns = max(self.ns, to_ns, *(c.ns for c in published))
         seen = {**self.seen, **{c.id: c.ns for c in published}}
-        return Position(ns, {i: t for i, t in seen.items() if t >= ns - overlap_ns})
+        return Position(ns, {i: t for i, t in seen.items() if t >= ns - overlap_ns}, self.covered)
 
     def reset_to(self, ns: int) -> Position:
         """The position after a full sync that read the account from `ns` on: whatever happened
-        before is published, and whatever happened since must be published again (the full sync
-        may just have overwritten a quicker publish of it with what it read earlier)."""
-        return Position(ns, {i: t for i, t in self.seen.items() if t < ns})
+        before is published (including changes older than the ids still remembered, which the
+        overlap re-reads when the position moves back), and whatever happened since must be
+        published again (the full sync may just have overwritten a quicker publish of it with what
+        it read earlier)."""
+        return Position(ns, {}, ns)
 
