@@ -23,6 +23,8 @@ Schedule: env SYSDIG_J1_SCHEDULE (cron or preset; "none" = manual only, which ba
 default "@daily".
 Task retries: env SYSDIG_J1_TASK_RETRIES, default 2 (on top of the per-request retries).
 Task timeout: env SYSDIG_J1_TASK_TIMEOUT_MINUTES, default 60 (per task attempt), so nothing spins forever.
+Findings: env SYSDIG_J1_FINDING_SHARDS, default 4: extract_findings is one mapped task per shard,
+each retried and cleared alone; a failed shard keeps every finding type as JupiterOne has it.
 
 Quick sync (`<dag id>_quick`, on unless env SYSDIG_J1_QUICK_SYNC is "off"): scheduled on the
 account's audit asset, whose watcher polls Sysdig's platform audit trail (every
@@ -43,6 +45,7 @@ from airflow.sdk import Asset, AssetWatcher, Param, TriggerRule, dag, task
 
 from sysdig_j1 import extract, pipeline
 from sysdig_j1.accounts import Account, configured_accounts
+from sysdig_j1.findings import Shard
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
@@ -55,6 +58,9 @@ QUICK_SYNC = os.environ.get("SYSDIG_J1_QUICK_SYNC", "on").lower() not in ("off",
 AUDIT_POLL_SECONDS = float(os.environ.get("SYSDIG_J1_AUDIT_POLL_SECONDS", "20"))
 AUDIT_OVERLAP_SECONDS = float(os.environ.get("SYSDIG_J1_AUDIT_OVERLAP_SECONDS", "120"))
 AUDIT_REDRIVE_SECONDS = float(os.environ.get("SYSDIG_J1_AUDIT_REDRIVE_SECONDS", "300"))
+# The findings path runs as this many mapped tasks, side by side on the workers; a result stays in
+# its shard as long as this number stays the same.
+FINDING_SHARDS = int(os.environ.get("SYSDIG_J1_FINDING_SHARDS", "4"))
 
 
 def audit_asset_name(account: Account) -> str:
@@ -128,6 +134,12 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
             return pipeline.extract(resource, sysdig(config["region"]), jupiterone(), storage(), config)
 
         @task(multiple_outputs=False)
+        def extract_shard(resource: str, config: dict, shard: int) -> dict:
+            """One shard of a resource that grows with the fleet (findings): a task per shard."""
+            return pipeline.extract(resource, sysdig(config["region"]), jupiterone(), storage(), config,
+                                    Shard(shard, FINDING_SHARDS))
+
+        @task(multiple_outputs=False)
         def extract_changed(config: dict) -> list[dict]:
             """The quick sync's resources, one after the other (each as its full sync extracts it)."""
             return [pipeline.extract(resource, sysdig(config["region"]), jupiterone(), storage(), config)
@@ -192,7 +204,11 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
             extracts = [extract_changed(config)]
         else:
             config = validate_config()
-            by_resource = {r: extract_resource.override(task_id=f"extract_{r}")(r, config) for r in extract.EXTRACTS}
+            by_resource = {
+                r: extract_shard.override(task_id=f"extract_{r}").partial(resource=r, config=config).expand(
+                    shard=list(range(FINDING_SHARDS))) if declared.sharded
+                else extract_resource.override(task_id=f"extract_{r}")(r, config)
+                for r, declared in extract.EXTRACTS.items()}
             for declared in extract.EXTRACTS.values():  # e.g. memberships are listed per extracted team
                 if declared.after:
                     by_resource[declared.after] >> by_resource[declared.resource]

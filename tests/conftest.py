@@ -118,7 +118,13 @@ def storage_text(folder: Path) -> str:
 
 
 def task_states(dag_run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    """Each task's state; a mapped task's is its instances' one state, or "failed" if any failed
+    (else the first that is not "success")."""
+    states: dict[str, set] = {}
+    for ti in dag_run.get_task_instances():
+        states.setdefault(ti.task_id, set()).add(ti.state)
+    return {task: states.pop() if len(states) == 1 else "failed" if "failed" in states
+            else sorted(s for s in states if s != "success")[0] for task, states in states.items()}
 
 
 # IAM and inventory of the default OrgSpec (test_iam_inventory derives and checks them in detail).

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +21,10 @@ from sysdig_j1 import extract
 from sysdig_j1.contract import ContractError
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
+from sysdig_j1.findings import Shard
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
+from sysdig_j1.raw import read_raw
 from sysdig_j1.scrub import Scrubber
 
 SCOPE = "sysdig-j1:5000001"
@@ -165,29 +166,31 @@ def test_a_failed_findings_extract_keeps_the_findings_and_publishes_the_rest(dag
     assert jupiterone.jobs()[-1]["partialDatasets"] == {"types": sorted(FINDING_TYPES)}
 
 
-def test_a_large_fleet_is_stored_by_worker_processes_exactly_as_in_process(start_sysdig, tmp_path, monkeypatch):
-    spec = OrgSpec(scans=330)  # 110 runtime results: 3 pages, more than are stored in-process
-    assert math.ceil(110 / extract.RESULTS_PER_PAGE) > extract.INLINE_PAGES
+def test_shards_split_the_results_stably_and_together_store_exactly_the_unsharded_findings(
+        start_sysdig, tmp_path, monkeypatch):
+    spec = OrgSpec(scans=330)  # 110 runtime results: 3 pages unsharded
     sysdig = start_sysdig(spec)
     monkeypatch.setenv("AIRFLOW_CONN_SYSDIG_DEFAULT", json.dumps(
         {"conn_type": "sysdig", "host": sysdig.url, "password": SYSDIG_TOKEN}))
     hook, scrubber = SysdigHook(), Scrubber([SYSDIG_TOKEN])
 
-    def run(folder: str) -> tuple[dict, dict]:
+    def run(folder: str, shards: int) -> tuple[list[dict], list[set[str]]]:
+        """Every shard's manifest, and the finding ids each shard stored."""
         storage = RunStorage(f"file://{tmp_path / folder}", "d", "r")
         extract.run("image_scans", hook, storage, scrubber)
-        manifest = extract.run("findings", hook, storage, scrubber)
-        pages = Path(str(storage.raw("findings")).removeprefix("file://")).rglob("*.parquet")  # written by the task
-        return manifest["records"], {page.name: page.read_bytes() for page in pages}
+        manifests = [extract.run("findings", hook, storage, scrubber, Shard(n, shards)) for n in range(shards)]
+        assert "findings" not in extract.missing_resources(storage)
+        return manifests, [set(read_raw(storage, "findings", ["findingId"], Shard(n, shards).folder)["findingId"])
+                           for n in range(shards)]
 
-    by_workers = run("workers")
-    monkeypatch.setattr(extract, "INLINE_PAGES", 100)
-    in_process = run("in-process")
+    (whole,), (unsharded,) = run("one", 1)
+    manifests, by_shard = run("four", 4)
+    assert sum(m["records"]["results"] for m in manifests) == whole["records"]["results"] == 110
+    assert all(m["records"]["results"] > 10 for m in manifests)  # spread, not piled up
+    assert set().union(*by_shard) == unsharded and sum(map(len, by_shard)) == len(unsharded)
+    assert len(unsharded) == expected_findings(spec)["findings"]
+    assert run("again", 4)[1] == by_shard  # a result stays in its shard
 
-    assert by_workers == in_process
-    assert len(by_workers[1]) == 3 and by_workers[0]["findings"] == expected_findings(spec)["findings"]
-
-    monkeypatch.setattr(extract, "INLINE_PAGES", 2)
-    requests.post(f"{sysdig.url}/_emulator/faults", json={"scenario": "dangling_reference"}, timeout=5)
-    with pytest.raises(ContractError, match="refers to vulnerability 'v-missing', which the result does not hold"):
-        run("broken")  # a worker's error reaches the task, naming the result and the reference
+    storage = RunStorage(f"file://{tmp_path / 'four'}", "d", "r")
+    storage.manifest(Shard(2, 4).folder).unlink()  # shard 2 did not finish
+    assert "findings" in extract.missing_resources(storage)

@@ -12,10 +12,8 @@ its folders first, so re-running a task replaces its output.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,8 +36,6 @@ log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 15.0
 RESULTS_PER_PAGE = 50  # full scan results whose findings share one stored page (~10,000 findings)
 INVENTORY_PATH = "/secure/inventory/v1/resources"
-FINDING_WORKERS = 2  # processes storing findings for a large fleet (see `_PageStore`)
-INLINE_PAGES = 2  # pages of results up to which findings are stored in the extract's own process
 
 
 def save_pages(storage: RunStorage, pages: Iterable[Page], scrubber: Scrubber) -> Counter[str]:
@@ -80,8 +76,18 @@ def _manifest(storage: RunStorage, resource: str, records: dict[str, int]) -> di
 
 
 def missing_resources(storage: RunStorage) -> set[str]:
-    """Resources whose extract task did not finish in this run."""
-    return {resource for resource in RESOURCES if not storage.manifest(resource).exists()}
+    """Resources whose extract task did not finish in this run (a sharded one: one of its shards)."""
+    return {resource for resource in RESOURCES
+            if not storage.manifest(resource).exists() and shards_done(storage, resource) is None}
+
+
+def shards_done(storage: RunStorage, resource: str) -> list[dict] | None:
+    """The manifests of a sharded resource's shards, if every shard finished in this run."""
+    manifests = [storage.read_json(path) for path in storage.raw(resource).glob("shard-*/_manifest.json")]
+    counts = {manifest["shards"] for manifest in manifests}
+    if len(counts) != 1 or sorted(m["shard"] for m in manifests) != list(range(counts.pop())):
+        return None
+    return sorted(manifests, key=lambda manifest: manifest["shard"])
 
 
 def extract_listings(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber,
@@ -122,93 +128,50 @@ def extract_image_scans(declared: Extract, hook: SysdigHook, storage: RunStorage
     return manifest
 
 
-def extract_findings(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
-    """The full result of every image scan `extract_image_scans` stored for the configured stages,
-    flattened into findings (`findings.py`). Results are fetched concurrently and their findings
-    stored RESULTS_PER_PAGE results to a page, each page written once all its results are in, so
-    memory holds a few pages whatever the size of the fleet."""
-    storage.reset(storage.raw("findings"))
+def extract_findings(declared: Extract, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber,
+                     shard: findings.Shard = findings.Shard(0, 1)) -> dict:
+    """The full result of every image scan of `shard` that `extract_image_scans` stored for the
+    configured stages, flattened into findings (`findings.py`). The DAG runs one task per shard,
+    side by side on as many workers as there are. Results are fetched concurrently and their
+    findings stored RESULTS_PER_PAGE results to a page, each page written once all its results are
+    in, so memory holds a few pages whatever the size of the shard or the fleet."""
+    folder = storage.reset(storage.raw(shard.folder))
     stages, min_severity = hook.finding_stages, hook.finding_min_severity
     if hook.image_scan_source == "legacy-scanning":
         log.warning("legacy scanning has no full scan results: no findings extracted")
         stages = ()
     scans = raw.read_raw(storage, "image_scans", columns=["resultId"])
     # (stage, resultId) -> (stage, page), in listing order: a page is RESULTS_PER_PAGE results of a stage
-    page_of = {(stage, result_id): (stage, n // RESULTS_PER_PAGE)
-               for stage in stages for n, result_id in enumerate(findings.result_ids(scans, stage))}
+    page_of = {(stage, result_id): (stage, n // RESULTS_PER_PAGE) for stage in stages
+               for n, result_id in enumerate(r for r in findings.result_ids(scans, stage) if shard.holds(r))}
     page_sizes, order = Counter(page_of.values()), {item: n for n, item in enumerate(page_of)}
     # page -> the answers of its results that arrived, by listing order; stored in that order once
     # all are in, so a re-run writes the same pages whatever order the answers came in
     pending: dict[tuple[str, int], dict[int, tuple[str, bytes]]] = {}
-    logged, fetched = time.monotonic(), 0
-    with _PageStore(storage, len(page_sizes)) as store:
-        for (stage, result_id), content in hook.scan_results(page_of):
-            page = pending.setdefault(page_of[stage, result_id], {})
-            page[order[stage, result_id]] = (result_id, content)
-            fetched += 1
-            if len(page) == page_sizes[page_of[stage, result_id]]:
-                number = page_of[stage, result_id][1]
-                del pending[stage, number]
-                store.submit(stage, number, [page[n] for n in sorted(page)], min_severity, scrubber)
-            if time.monotonic() - logged >= PROGRESS_SECONDS:
-                log.info("progress: %s of %s full scan results, %s findings stored", f"{fetched:,}",
-                         f"{len(page_of):,}", f"{store.findings:,}")
-                logged = time.monotonic()
-        store.finish()
-    log.info("findings of stages %s at or above %s severity", ", ".join(stages) or "(none)", min_severity)
-    return _manifest(storage, "findings", {"results": fetched, "findings": store.findings,
-                                           "below_min_severity": store.below})
-
-
-class _PageStore:
-    """Stores pages of findings (`findings.encode_results`): decoding and flattening a fleet's results
-    is CPU-bound, and in this process it would also hold up the threads fetching the next ones, so
-    a fleet of more than INLINE_PAGES pages is stored by FINDING_WORKERS processes, each with at
-    most two pages in hand; a small one here, without their start-up cost, and so is every fleet
-    when this process may not start processes (a Celery worker's task)."""
-
-    def __init__(self, storage: RunStorage, pages: int) -> None:
-        self.storage, self.pool = storage, None
-        if pages > INLINE_PAGES and multiprocessing.current_process().daemon:
-            # Celery runs tasks in daemonic (billiard) processes, which may start no processes.
-            log.info("storing findings in the task's own process: it is daemonic (a Celery worker's)")
-        elif pages > INLINE_PAGES:  # forkserver: never fork this process, whose fetch threads hold locks
-            self.pool = ProcessPoolExecutor(FINDING_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
-        self.running: dict[Future, tuple[str, int]] = {}  # the (stage, page) each worker encodes
-        self.findings = self.below = 0
-
-    def submit(self, *args: object) -> None:
-        if self.pool is None:
-            self._store(args[:2], findings.encode_results(*args))
-            return
-        while len(self.running) >= 2 * FINDING_WORKERS:
-            self._collect(FIRST_COMPLETED)
-        future = self.pool.submit(findings.encode_results, *args)
-        self.running[future] = args[:2]
-
-    def finish(self) -> None:
-        while self.running:
-            self._collect(FIRST_COMPLETED)
-
-    def _collect(self, when: str) -> None:
-        done, _ = wait(self.running, return_when=when)
-        for future in done:
-            self._store(self.running.pop(future), future.result())  # a worker's error is raised here
-
-    def _store(self, page: tuple[str, int], encoded: tuple[bytes | None, int, int]) -> None:
-        """Written here, not by the workers: storage (and its connection) belongs to the task."""
-        data, found, below = encoded
-        if data is not None:
-            raw.save_page(self.storage, f"findings/{page[0]}", page[1], data)
-        self.findings += found
-        self.below += below
-
-    def __enter__(self) -> _PageStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+    logged, fetched, found, below = time.monotonic(), 0, 0, 0
+    for (stage, result_id), content in hook.scan_results(page_of):
+        page = pending.setdefault(page_of[stage, result_id], {})
+        page[order[stage, result_id]] = (result_id, content)
+        fetched += 1
+        if len(page) == page_sizes[page_of[stage, result_id]]:
+            number = page_of[stage, result_id][1]
+            del pending[stage, number]
+            data, page_found, page_below = findings.encode_results(
+                stage, number, [page[n] for n in sorted(page)], min_severity, scrubber)
+            if data is not None:
+                raw.save_page(storage, f"{shard.folder}/{stage}", number, data)
+            found, below = found + page_found, below + page_below
+        if time.monotonic() - logged >= PROGRESS_SECONDS:
+            log.info("progress: %s of %s full scan results, %s findings stored", f"{fetched:,}",
+                     f"{len(page_of):,}", f"{found:,}")
+            logged = time.monotonic()
+    log.info("findings of shard %d of %d, stages %s, at or above %s severity", shard.index + 1, shard.count,
+             ", ".join(stages) or "(none)", min_severity)
+    manifest = {"resource": "findings", "shard": shard.index, "shards": shard.count, "path": str(folder),
+                "records": {"results": fetched, "findings": found, "below_min_severity": below}}
+    log.info("extracted findings: %s", manifest["records"])
+    storage.write_json(storage.manifest(shard.folder), manifest)  # last: the shard is complete
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -256,6 +219,7 @@ class Extract:
     endpoints: tuple[Endpoint, ...]
     run: Callable[..., dict] = extract_listings
     audited: tuple[str, ...] = ()  # path templates; a write to the path or below it counts
+    sharded: bool = False  # one task per `findings.Shard` of its records (its `run` takes the shard)
 
     @property
     def permissions(self) -> tuple[str, ...]:
@@ -313,14 +277,18 @@ EXTRACTS = {declared.resource: declared for declared in (
     ), extract_image_scans),
     Extract("findings", (Endpoint(findings.RESULT_PATH.format("{resultId}"), paging="none", per="image_scans",
                                   model="ScanResultResponse"),),
-            extract_findings),
+            extract_findings, sharded=True),
 )}
 
 
-def run(resource: str, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber) -> dict:
-    """Extract one resource as declared; returns its manifest."""
+def run(resource: str, hook: SysdigHook, storage: RunStorage, scrubber: Scrubber,
+        shard: findings.Shard | None = None) -> dict:
+    """Extract one resource as declared (a sharded one: one shard, by default the only one);
+    returns its manifest."""
     declared = EXTRACTS[resource]
-    return declared.run(declared, hook, storage, scrubber)
+    if shard is None:
+        return declared.run(declared, hook, storage, scrubber)
+    return declared.run(declared, hook, storage, scrubber, shard)
 
 
 def unreadable(granted: set[str] | None) -> dict[str, str]:

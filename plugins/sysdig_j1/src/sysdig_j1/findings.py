@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sysdig_j1 import raw
@@ -161,6 +162,24 @@ def _record(result_id: str, package: dict, vulnerability: dict, layer: dict | No
     return record
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: the full results whose id hashes to it. A result stays in its
+    shard from run to run (for a given count), so a shard's findings, and what changed in them,
+    line up across runs; the shards of one run never share a result, so never a finding."""
+
+    index: int
+    count: int
+
+    def holds(self, result_id: str) -> bool:
+        return int.from_bytes(hashlib.sha256(result_id.encode()).digest()[:8], "big") % self.count == self.index
+
+    @property
+    def folder(self) -> str:
+        """Its folder under the run's raw/ (and graph/) folders."""
+        return f"findings/shard-{self.index:03d}"
+
+
 def result_ids(scans, stage: str) -> list[str]:
     """The resultIds of the extracted image scans of a stage, in listing order."""
     return scans.loc[scans["_partition"] == stage, "resultId"].dropna().tolist()
@@ -170,8 +189,7 @@ def encode_results(stage: str, number: int, results: list[tuple[str, bytes]], mi
                    scrubber: Scrubber) -> tuple[bytes | None, int, int]:
     """Decode and flatten one page of full results (in listing order) and encode the findings as
     raw page `number` of `findings/<stage>` (None when there are none); returns it with the number
-    of findings and of findings below `min_severity`. CPU-bound and free of I/O, so that for a large
-    fleet it runs in worker processes (`extract.extract_findings`) while the task stores the pages."""
+    of findings and of findings below `min_severity`."""
     records, below = [], 0
     for result_id, content in results:
         found, skipped = flatten(_decoded(content, result_id), result_id, stage, min_severity)

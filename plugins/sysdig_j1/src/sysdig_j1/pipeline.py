@@ -18,6 +18,7 @@ from sysdig_j1 import audit, changes, monitoring, quality, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
 from sysdig_j1.extract import missing_resources, switched_off, unreadable, run as run_extract
+from sysdig_j1.findings import Shard
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
@@ -103,7 +104,7 @@ def plan_quick_sync(sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: Run
 
 
 def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, storage: RunStorage,
-            config: dict | None = None) -> dict:
+            config: dict | None = None, shard: Shard | None = None) -> dict:
     """Extract one resource, removing both connections' secrets wherever they appear in its records.
     A resource `validate_config` found the token may not read, or switched off, is left out with a
     warning: no manifest (the task succeeds; an Airflow skip would also skip `transform`, whose
@@ -115,7 +116,7 @@ def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, stora
         return {"resource": resource, "not_extracted": reason}
     scrubber = Scrubber([sysdig.secret, jupiterone.secret])
     try:
-        return run_extract(resource, sysdig, storage, scrubber)
+        return run_extract(resource, sysdig, storage, scrubber, shard)
     except ContractError as exc:  # the same records would break the contract again; they may quote anything
         raise AirflowFailException(scrubber.text(str(exc))) from None
 

@@ -109,13 +109,15 @@ def save_page(storage: RunStorage, listing: str, number: int, data: bytes) -> No
     (folder / f"part-{number:05d}{PAGE_SUFFIX}").write_bytes(data)
 
 
-def read_raw(storage: RunStorage, resource: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """All stored records of a resource as one frame of its contract's typed columns (or only
-    `columns` of them), plus `_partition` (sub-folder, e.g. the scan stage) and `_rawData` (the
-    scrubbed record) unless `columns` leaves it out."""
+def read_raw(storage: RunStorage, resource: str, columns: list[str] | None = None,
+             folder: str | None = None) -> pd.DataFrame:
+    """All stored records of a resource (or of its sub-folder `folder`, e.g. 'findings/shard-003')
+    as one frame of its contract's typed columns (or only `columns` of them), plus `_partition`
+    (sub-folder, e.g. the scan stage) and `_rawData` (the scrubbed record) unless `columns` leaves
+    it out."""
     schema = page_schema(contract_for(resource))
     tables, partitions = [], []
-    for partition, path in storage.pages(storage.raw(resource), PAGE_SUFFIX):
+    for partition, path in storage.pages(storage.raw(folder or resource), PAGE_SUFFIX):
         page = pq.ParquetFile(pa.BufferReader(path.read_bytes()))
         if not page.schema_arrow.equals(schema):
             raise ContractError(f"{resource}: {path} was not written under the current source contract; "

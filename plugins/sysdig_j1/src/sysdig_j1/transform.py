@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from sysdig_j1.extract import shards_done
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import (
     ENTITIES,
@@ -51,7 +52,10 @@ class Context:
 
     def frame(self, resource: str) -> pd.DataFrame:
         if resource not in self._frames:
-            self._frames[resource] = read_raw(self.storage, resource)
+            shards = shards_done(self.storage, resource)
+            self._frames[resource] = read_raw(self.storage, resource) if shards is None else pd.concat(
+                [read_raw(self.storage, resource, folder=f"{resource}/shard-{m['shard']:03d}") for m in shards],
+                ignore_index=True)
         return self._frames[resource]
 
 
