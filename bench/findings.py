@@ -4,21 +4,24 @@ For each fleet size (runtime results; the emulator lists as many pipeline and re
 which the default settings do not expand) the Sysdig emulator runs in its own process with 50 ms
 per request, and each pipeline step runs in a child process of its own, as Airflow runs tasks,
 so every peak RSS is that step's own:
-- extract: every extract function as the DAG runs them (account, users, teams and memberships,
-  image scans, then the findings: one full result per runtime scan), one bound of 8 requests in
-  flight; requests counted by the emulator; physical limit = ceil(requests / 8) x latency;
+- extract: the extracts the findings need (account, users, teams and memberships, image scans)
+  in one process, then the findings as the DAG's mapped tasks run them: one process per shard
+  (4), two at a time as on two worker slots, each with its own bound of 8 requests in flight;
+  requests counted by the emulator; physical limit = ceil(requests / (8 x 2)) x latency. A
+  shard's code is the same in a LocalExecutor's task process and in a Celery worker's;
 - transform, check_quality: `pipeline.transform` and `pipeline.check_quality` on what was stored;
 - publish: `pipeline.load` (the change report, then one synchronization job) to a fresh
   in-memory JupiterOne emulator in its own process, which validates every object and resolves
   every mapped relationship in Python on the same 2 cores; afterwards it must hold exactly the
   published counts and one CVE per distinct CVE id.
 
-    .venv/bin/python bench/findings.py [--results 2500,5000] [--packages-per-scan 82]
+    .venv/bin/python bench/findings.py [--results 5000,25000] [--packages-per-scan 82]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import math
@@ -27,15 +30,14 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from pathlib import Path
 
 import requests
 from harness import emulator_process
 
 TOKEN, ACCOUNT, API_KEY = "bench-token", "bench-account", "bench-key"
 CONCURRENCY = 8
+SHARDS, AT_ONCE = 4, 2  # the DAG's default shards; two worker slots on this 2-core machine
 STEPS = ("extract", "transform", "check_quality", "publish")
 
 
@@ -54,7 +56,6 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
         {"conn_type": "jupiterone", "host": jupiterone_url or "http://127.0.0.1:9", "login": ACCOUNT,
          "password": API_KEY})
     logging.basicConfig(level=logging.WARNING)
-    sampler = TreeMemory()
     from sysdig_j1 import extract, pipeline
     from sysdig_j1.hooks.jupiterone import JupiterOneHook
     from sysdig_j1.hooks.storage import RunStorage
@@ -64,18 +65,22 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
     storage = RunStorage(f"file://{folder}", "bench", "run")
     config_path = os.path.join(folder, "config.json")
     result: dict = {}
-    if step == "extract":
+    if step == "before-findings":
         hook = SysdigHook()
-        hook.session  # noqa: B018 - Airflow's connection lookup is worker start-up, not extraction
-        scrubber = Scrubber([TOKEN])
         config = pipeline.validate_config(hook, JupiterOneHook(), storage)
         for name in ("account", "users", "teams", "team_memberships", "image_scans"):
-            extract.run(name, hook, storage, scrubber)
-        started, cpu = time.perf_counter(), time.process_time()
-        result = {"findings": extract.run("findings", hook, storage, scrubber)["records"]}
-        result["wall"], result["cpu"] = time.perf_counter() - started, time.process_time() - cpu
+            extract.run(name, hook, storage, Scrubber([TOKEN]))
         with open(config_path, "w") as out:
             json.dump(config, out)
+    elif step.startswith("shard-"):
+        from sysdig_j1.findings import Shard
+
+        hook = SysdigHook()
+        hook.session  # noqa: B018 - Airflow's connection lookup is worker start-up, not extraction
+        started, cpu = time.perf_counter(), time.process_time()
+        shard = Shard(int(step.removeprefix("shard-")), SHARDS)
+        result = {"findings": extract.run("findings", hook, storage, Scrubber([TOKEN]), shard)["records"]}
+        result["wall"], result["cpu"] = time.perf_counter() - started, time.process_time() - cpu
     else:
         with open(config_path) as config_file:
             config = json.load(config_file)
@@ -95,35 +100,8 @@ def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
                 loaded = pipeline.load(JupiterOneHook(), storage, graph, params={})
                 result["sent"] = loaded["sent"]
         result["wall"] = time.perf_counter() - started
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["tree_peak_mb"] = sampler.peak_mb
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the task process's peak
     print(json.dumps(result))
-
-
-class TreeMemory(threading.Thread):
-    """The largest resident memory of this process and its descendants together (the extract's
-    worker processes are the forkserver's children, which getrusage does not see), sampled."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak_mb = 0.0
-        self.start()
-
-    def run(self) -> None:
-        while True:
-            parents, rss = {}, {}
-            for status in Path("/proc").glob("[0-9]*/status"):
-                try:
-                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-                    parents[int(status.parent.name)] = int(fields["PPid"])
-                    rss[int(status.parent.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
-                except (OSError, ValueError, KeyError):
-                    continue
-            tree = {os.getpid()}
-            for _ in range(4):  # children, grandchildren, ...
-                tree |= {pid for pid, parent in parents.items() if parent in tree}
-            self.peak_mb = max(self.peak_mb, sum(rss.get(pid, 0) for pid in tree) / 1024)
-            time.sleep(0.25)
 
 
 def measure(results: int, packages: int, latency: float) -> dict:
@@ -135,11 +113,16 @@ def measure(results: int, packages: int, latency: float) -> dict:
             emulator_process("sysdig_j1.emulators.sysdig", *args, ready_path="/_emulator/stats") as (sysdig, _):
         requests.get(f"{sysdig}/secure/vulnerability/v1/runtime-results", timeout=600,
                      headers={"Authorization": f"Bearer {TOKEN}"}, params={"limit": 1})  # warm the catalogue
+        run_step("before-findings", folder, sysdig)
         requests.post(f"{sysdig}/_emulator/stats/reset", timeout=5)
-        row["extract"] = run_step("extract", folder, sysdig)
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(AT_ONCE) as slots:
+            shards = list(slots.map(lambda n: run_step(f"shard-{n}", folder, sysdig), range(SHARDS)))
+        row["extract"] = {"wall": time.perf_counter() - started, "peak_mb": max(s["peak_mb"] for s in shards),
+                          "findings": {name: sum(s["findings"][name] for s in shards) for name in shards[0]["findings"]}}
         asked = requests.get(f"{sysdig}/_emulator/stats", timeout=5).json()["requests"]
         row["full_results_requests"] = asked.get("GET /secure/vulnerability/v1/results/{result_id}", 0)
-        row["limit"] = math.ceil(row["full_results_requests"] / CONCURRENCY) * latency
+        row["limit"] = math.ceil(row["full_results_requests"] / (CONCURRENCY * AT_ONCE)) * latency
         row["transform"] = run_step("transform", folder, sysdig)
         row["check_quality"] = run_step("check_quality", folder, sysdig)
         with emulator_process("sysdig_j1.emulators.jupiterone", "--account", ACCOUNT, "--api-key", API_KEY,
@@ -157,7 +140,7 @@ def measure(results: int, packages: int, latency: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="2500,5000")
+    parser.add_argument("--results", default="5000,25000")
     parser.add_argument("--packages-per-scan", type=int, default=82, help="about 200 findings per result")
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--step", nargs=4, help=argparse.SUPPRESS)
@@ -166,10 +149,10 @@ def main() -> None:
         return child(*args.step)
 
     rows = [measure(int(n), args.packages_per_scan, args.latency) for n in args.results.split(",")]
-    print(f"\nFindings at {args.latency * 1000:.0f} ms per request, concurrency {CONCURRENCY} "
-          "(each step a process of its own; s = wall seconds, MB = peak resident memory of the step's "
-          "process and its worker processes together, sampled every 0.25 s):\n")
-    print("| runtime results | findings | IS cve (CVEs) | full-result requests | extract | physical limit | "
+    print(f"\nFindings at {args.latency * 1000:.0f} ms per request, {CONCURRENCY} in flight per task; the "
+          f"findings extract in {SHARDS} shards, {AT_ONCE} at a time (s = wall seconds, MB = the largest peak "
+          "resident memory of the step's task processes):\n")
+    print("| runtime results | findings | IS cve (CVEs) | full-result requests | extract (shards) | physical limit | "
           "extract / limit | transform | check_quality | publish (incl. change report) | total after extract |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
@@ -178,8 +161,8 @@ def main() -> None:
         after = sum(row[name]["wall"] for name in STEPS[1:])
         print(f"| {row['results']:,} | {row['extract']['findings']['findings']:,} | "
               f"{counts.get('sysdig_finding_is_cve', 0):,} ({row['cves']:,}) | {row['full_results_requests']:,} | "
-              + " | ".join(f"{steps[name]['wall']:.1f} s, {steps[name]['tree_peak_mb']:,.0f} MB" if name != "extract"
-                           else f"{steps[name]['wall']:.1f} s, {steps[name]['tree_peak_mb']:,.0f} MB | {row['limit']:.1f} s | "
+              + " | ".join(f"{steps[name]['wall']:.1f} s, {steps[name]['peak_mb']:,.0f} MB" if name != "extract"
+                           else f"{steps[name]['wall']:.1f} s, {steps[name]['peak_mb']:,.0f} MB | {row['limit']:.1f} s | "
                                 f"{steps[name]['wall'] / max(row['limit'], 1e-9):.2f}" for name in STEPS)
               + f" | {after:.0f} s |")
 

@@ -209,7 +209,11 @@ def _diff(entities, relationships) -> tuple[float, int, float, float]:
         frames = {"entities": entities, "relationships": relationships}
         snapshots = {kind: changes.snapshot(frame) for kind, frame in frames.items()}
         compared = {kind: changes.compare(reader(stored[kind]), snapshots[kind]) for kind in frames}
-        document = changes.report(compared["entities"], compared["relationships"], snapshots["entities"])
+        listed: dict[str, dict] = {kind: {} for kind in frames}
+        for kind in frames:
+            changes.merge(listed[kind], compared[kind])
+        document = changes.report(listed["entities"], listed["relationships"], changes.security_changes(
+            compared["entities"], compared["relationships"], snapshots["entities"]))
         seconds = time.perf_counter() - started
     return seconds, sum(sum(kind.values()) for kind in document["totals"].values()), rss["before"], rss["peak"]
 

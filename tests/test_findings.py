@@ -17,13 +17,16 @@ import pytest
 import requests
 from conftest import SYSDIG_TOKEN, expected_findings, task_states
 
-from sysdig_j1 import extract
+from sysdig_j1 import extract, pipeline
 from sysdig_j1.contract import ContractError
 from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
 from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
 from sysdig_j1.findings import Shard
+from sysdig_j1.extract import EXTRACTS
+from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
+from sysdig_j1.model import RESOURCES
 from sysdig_j1.raw import read_raw
 from sysdig_j1.scrub import Scrubber
 
@@ -152,12 +155,16 @@ def test_a_failed_findings_extract_keeps_the_findings_and_publishes_the_rest(dag
     before = jupiterone.graph(SCOPE)
 
     requests.post(f"{sysdig.url}/_emulator/users/10005/remove", timeout=5).raise_for_status()
-    requests.post(f"{sysdig.url}/_emulator/faults", json={"fail_path": "/secure/vulnerability/v1/results"},
+    # one result answers 500 through every retry
+    broken = next(e["imageScanId"] for e in before["entities"] if e["_type"] == "sysdig_finding")
+    requests.post(f"{sysdig.url}/_emulator/faults", json={"fail_path": f"/secure/vulnerability/v1/results/{broken}"},
                   timeout=5).raise_for_status()
     run = dag.test()
 
+    shards = sorted(ti.state for ti in run.get_task_instances() if ti.task_id == "extract_findings")
+    assert len(shards) > 1 and shards.count("failed") == 1  # the broken result's shard alone
     states = task_states(run)
-    assert (states["extract_findings"], states["load"], run.state) == ("failed", "success", "failed")
+    assert (states["load"], run.state) == ("success", "failed")
     after = jupiterone.graph(SCOPE)
     for kind in ("entities", "relationships"):
         kept = [o for o in before[kind] if o["_type"] in FINDING_TYPES]
@@ -194,3 +201,40 @@ def test_shards_split_the_results_stably_and_together_store_exactly_the_unsharde
     storage = RunStorage(f"file://{tmp_path / 'four'}", "d", "r")
     storage.manifest(Shard(2, 4).folder).unlink()  # shard 2 did not finish
     assert "findings" in extract.missing_resources(storage)
+
+
+def test_in_shards_and_parts_it_publishes_exactly_what_one_shard_in_one_part_does(
+        start_sysdig, jupiterone, connect, tmp_path, monkeypatch):
+    """The default organisation through every task function, first unsharded in one part per
+    kind, then in 4 shards of many parts: JupiterOne holds the same graph, byte for byte, and
+    the second publish of the sharded graph changes nothing at all."""
+    connect(start_sysdig(OrgSpec()), jupiterone)
+    sysdig, j1 = SysdigHook(), JupiterOneHook()
+
+    def publish(shards: int, part_rows: int, run: str) -> tuple[str, dict]:
+        monkeypatch.setattr(pipeline, "PART_ROWS", part_rows)
+        monkeypatch.setattr(extract, "RESULTS_PER_PAGE", 50 if shards == 1 else 1)  # a part is whole pages
+        storage = RunStorage(f"file://{tmp_path}/storage", "sysdig_jupiterone", run)
+        config = pipeline.validate_config(sysdig, j1, storage)
+        for resource in RESOURCES:
+            for shard in [Shard(n, shards) for n in range(shards)] if EXTRACTS[resource].sharded else [None]:
+                pipeline.extract(resource, sysdig, j1, storage, shard=shard)
+        graph = pipeline.transform(storage, config)
+        pipeline.check_quality(storage, graph)
+        loaded = pipeline.load(j1, storage, graph, params={})
+        held = jupiterone.graph(SCOPE)
+        return json.dumps({kind: sorted(held[kind], key=lambda o: o["_key"]) for kind in held}, sort_keys=True), \
+            {**loaded, "parts": len(list(Path(str(storage.path("graph")).removeprefix("file://")).rglob(
+                "*.entities.parquet")))}
+
+    one, unsharded = publish(1, 10**9, "one")
+    many, sharded = publish(4, 50, "many")
+    assert (unsharded["parts"], sharded["parts"] > 8) == (1, True)  # besides the core: one; many per shard
+    assert many == one and sharded["published"] == unsharded["published"]
+    assert sum(sharded["published"][t] for t in FINDING_TYPES) > 1000
+    again, repeated = publish(4, 50, "again")
+    assert again == one
+    assert {n: v for n, v in repeated["counts"].items() if n.endswith(("Created", "Updated", "Deleted"))} == \
+        dict.fromkeys((n for n in repeated["counts"] if n.endswith(("Created", "Updated", "Deleted"))), 0)
+    assert repeated["changes"]["totals"] == {kind: {"added": 0, "removed": 0, "changed": 0}
+                                             for kind in ("entities", "relationships")}

@@ -19,7 +19,7 @@ from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, Sysdig
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.raw import write_page
 from sysdig_j1.scrub import Scrubber
-from sysdig_j1.transform import Context, build_graph
+from sysdig_j1.transform import SHARDED_TYPES, Context, build_graph
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +219,26 @@ def test_summary_names_each_failed_expectation_and_its_keys(graph):
     assert f"entities[sysdig_user] ExpectColumnValuesToNotBeNull(name): 1 unexpected" in text
     assert f"entities[sysdig_team] ExpectColumnValuesToBeBetween(version): 1 unexpected" in text
     assert user in text and team in text
+
+
+def test_in_parts_a_key_in_two_parts_fails_and_a_part_may_name_the_cores_entities(graph):
+    """Findings in two parts next to the core, as `check_quality` reads a sharded graph: every check
+    passes (a finding's scan is in the core); a finding repeated in the other part is a duplicate."""
+    entities, relationships = graph
+    findings, linked = entities[entities["_type"].isin(SHARDED_TYPES)], relationships["_type"].isin(SHARDED_TYPES)
+    halves = [findings.iloc[: len(findings) // 2], findings.iloc[len(findings) // 2:]]
+
+    def part(of: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ends = relationships["_fromEntityKey"].isin(of["_key"]) | relationships["_toEntityKey"].isin(of["_key"])
+        return of, relationships[linked & ends]
+
+    parts = [(entities[~entities.index.isin(findings.index)], relationships[~linked]), *map(part, halves)]
+    assert sum(len(r) for _, r in parts) == len(relationships)
+    report = quality.validate_parts(lambda: iter(parts))
+    assert failures(report) == {} and report["evaluated"] == len(quality.build_checks())
+
+    repeated = halves[0].iloc[[3]]
+    parts[2] = (pd.concat([parts[2][0], repeated]), parts[2][1])
+    failed = failures(quality.validate_parts(lambda: iter(parts)))
+    assert set(failed) == {"entities ExpectColumnValuesToBeUnique(_key)"}
+    assert failed["entities ExpectColumnValuesToBeUnique(_key)"]["keys"] == [repeated["_key"].iloc[0]]

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from sysdig_j1.model import FINDING, IMAGE_SCAN, RELATIONSHIPS, TEAM, USER
 
 KINDS = ("entities", "relationships")
+WHATS = ("added", "removed", "changed")
 MEMBERSHIP = next(r.type for r in RELATIONSHIPS if r.source is TEAM and r.target is USER)
 FAILING_POLICY = "failed"
 INDEX_COLUMNS = ["_key", "_type", "_hash"]
@@ -38,6 +39,12 @@ LIST_SEPARATOR = "\x1f"  # the ASCII unit separator: not in any property value w
 # A previous snapshot, read as little as possible: `read(columns, keys=None, types=None)` gives
 # those columns (all when None) of the rows with those `_key`s or `_type`s (all when None).
 Reader = Callable[..., pd.DataFrame]
+
+
+def key_array(keys: pd.Series) -> pa.Array:
+    """A key column as one Arrow string array, whatever pandas holds it in (numpy objects, Arrow chunks)."""
+    array = pa.array(keys.array, pa.string())
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
 def snapshot(frame: pd.DataFrame) -> pd.DataFrame:
@@ -73,7 +80,7 @@ def compare(before: Reader | None, after: pd.DataFrame, partial: Iterable[str] =
     was_index = now.iloc[:0][INDEX_COLUMNS] if before is None else before(INDEX_COLUMNS)
     was_index = was_index[~was_index["_type"].isin(kept)]
     # Arrow's hash lookups of one key column in the other, instead of a sorting join.
-    now_keys, was_keys = pa.array(now["_key"].array), pa.array(was_index["_key"].array)
+    now_keys, was_keys = key_array(now["_key"]), key_array(was_index["_key"])
     position = pc.index_in(now_keys, value_set=was_keys)  # where each key was, null when new
     found = position.is_valid().to_numpy(zero_copy_only=False)
     hashes = was_index["_hash"].to_numpy()
@@ -127,19 +134,62 @@ def _salt(name: str) -> np.uint64:
     return np.uint64(int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") | 1)
 
 
-def report(entities: dict, relationships: dict, published: pd.DataFrame) -> dict:
+def compare_part(before: Reader | None, after: pd.DataFrame, partial: Iterable[str] = ()) -> dict:
+    """`compare` for one part of a unit published in parts (`parts.py`), against only the previous
+    rows with the part's keys: what the unit no longer holds is for `removed` to find."""
+    if before is None:
+        return compare(None, after, partial)
+    part_keys = after["_key"].tolist()
+
+    def narrowed(columns=None, keys=None, types=None) -> pd.DataFrame:
+        return before(columns, keys=part_keys if keys is None else keys, types=types)
+
+    return compare(narrowed, after, partial)
+
+
+def removed(before: Reader | None, now_keys: list[pa.Array], partial: Iterable[str] = ()) -> dict:
+    """Per type, the `_key`s the previous unit held that no part of it holds now."""
+    if before is None:
+        return {}
+    was = before(["_key", "_type"])
+    was = was[~was["_type"].isin(set(partial))]
+    now = pa.concat_arrays(now_keys) if now_keys else pa.array([], pa.string())
+    gone = ~pc.is_in(key_array(was["_key"]), value_set=now).to_numpy(zero_copy_only=False)
+    report: dict[str, dict] = {}
+    for key, type_ in sorted(zip(was["_key"][gone], was["_type"][gone])):
+        report.setdefault(type_, {"added": [], "removed": [], "changed": []})["removed"].append(key)
+    return report
+
+
+def merge(into: dict, found: dict, listed: int | None = None) -> None:
+    """Add the changes per type `compare` found (in one part) to `into`, counting every one and
+    keeping at most `listed` of each list (None: all)."""
+    for type_, entry in found.items():
+        kept = into.setdefault(type_, {**{what: [] for what in WHATS}, "counts": dict.fromkeys(WHATS, 0)})
+        for what in WHATS:
+            kept["counts"][what] += len(entry[what])
+            room = len(entry[what]) if listed is None else max(0, listed - len(kept[what]))
+            kept[what].extend(entry[what][:room])
+
+
+def report(entities: dict, relationships: dict, security: dict) -> dict:
     """The document written to report/changes.json: totals per kind, the call-outs, and per kind
-    and type the full comparison. `published` is the entity frame just published (or that would be)."""
-    kinds = {"entities": entities, "relationships": relationships}
-    totals = {
-        kind: {what: sum(len(t[what]) for t in types.values()) for what in ("added", "removed", "changed")}
-        for kind, types in kinds.items()
-    }
-    return {"totals": totals, "security": security_changes(entities, relationships, published), **kinds}
+    and type what changed (`merge`d: counts, and the lists)."""
+    kinds = {"entities": dict(sorted(entities.items())), "relationships": dict(sorted(relationships.items()))}
+    totals = {kind: {what: sum(t["counts"][what] for t in types.values()) for what in WHATS}
+              for kind, types in kinds.items()}
+    return {"totals": totals, "security": security, **kinds}
+
+
+def merge_security(into: dict, found: dict) -> None:
+    """Add the call-outs of one part to those of the others."""
+    for name, items in found.items():
+        into.setdefault(name, []).extend(items)
 
 
 def security_changes(entities: dict, relationships: dict, published: pd.DataFrame) -> dict:
-    """The changes a security team acts on, picked out of the full comparison."""
+    """The changes a security team acts on, picked out of the comparison (of a part: `published`
+    is its entity frame)."""
     users, teams = entities.get(USER.type, {}), entities.get(TEAM.type, {})
     members, scans = relationships.get(MEMBERSHIP, {}), entities.get(IMAGE_SCAN.type, {})
     failing: set[str] = set()

@@ -167,7 +167,8 @@ def extract_findings(declared: Extract, hook: SysdigHook, storage: RunStorage, s
             logged = time.monotonic()
     log.info("findings of shard %d of %d, stages %s, at or above %s severity", shard.index + 1, shard.count,
              ", ".join(stages) or "(none)", min_severity)
-    manifest = {"resource": "findings", "shard": shard.index, "shards": shard.count, "path": str(folder),
+    manifest = {"resource": "findings", "shard": shard.index, "shards": shard.count, "folder": shard.folder,
+                "path": str(folder),
                 "records": {"results": fetched, "findings": found, "below_min_severity": below}}
     log.info("extracted findings: %s", manifest["records"])
     storage.write_json(storage.manifest(shard.folder), manifest)  # last: the shard is complete

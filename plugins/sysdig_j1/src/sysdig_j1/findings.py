@@ -176,8 +176,9 @@ class Shard:
 
     @property
     def folder(self) -> str:
-        """Its folder under the run's raw/ (and graph/) folders."""
-        return f"findings/shard-{self.index:03d}"
+        """Its folder under the run's raw/ and graph/ folders (and its published snapshots'); the
+        count is part of it, as a result's shard depends on it."""
+        return f"findings/shard-{self.index:03d}-of-{self.count:03d}"
 
 
 def result_ids(scans, stage: str) -> list[str]:

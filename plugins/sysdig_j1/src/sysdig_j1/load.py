@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -202,8 +203,8 @@ def check_mass_deletion(before: dict[str, int], after: dict[str, int], max_shrin
 # -- the job ------------------------------------------------------------------------------------
 def publish(
     hook: JupiterOneHook,
-    entities: pd.DataFrame,
-    relationships: pd.DataFrame,
+    entities: pd.DataFrame | Iterable[pd.DataFrame],
+    relationships: pd.DataFrame | Iterable[pd.DataFrame],
     scope: str,
     *,
     partial_types: list[str] | None = None,
@@ -214,18 +215,23 @@ def publish(
     poll_seconds: float = 0.5,
     timeout_seconds: float = 1800,
 ) -> dict:
-    """Publish both frames in one job. With `previous_counts` (the last successful publish of this
+    """Publish both kinds in one job: a frame each, or the frames of a graph stored in parts, read
+    one at a time (entities first). With `previous_counts` (the last successful publish of this
     scope) and a `max_shrink`, a publish that would delete too much is aborted before finalize;
     types that resources switched off on purpose remove or shrink are not guarded."""
-    counts = {**type_counts(entities), **type_counts(relationships)}
+    counts: Counter = Counter()
+
+    def objects(frames: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[dict]:
+        for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
+            counts.update(type_counts(frame))
+            yield from graph_objects(frame)
+
     partial = sorted(partial_types or [])
     job_id = hook.create_job(scope)["id"]
     log.info("JupiterOne job %s created (%s), partial datasets: %s", job_id, hook.job_target(scope), partial or "none")
     try:
-        sent = {
-            kind: upload(hook, job_id, kind, graph_objects(frame), max_batch_bytes)
-            for kind, frame in (("entities", entities), ("relationships", relationships))
-        }
+        sent = {kind: upload(hook, job_id, kind, objects(frames), max_batch_bytes)
+                for kind, frames in (("entities", entities), ("relationships", relationships))}
         if previous_counts and max_shrink is not None:
             check_mass_deletion(previous_counts, counts, max_shrink, [*partial, *(switched_off_types or [])])
         hook.finalize(job_id, partial)
@@ -237,8 +243,8 @@ def publish(
         raise RuntimeError(f"JupiterOne job {job_id} ended with status {job['status']}")
     job_counts = {k: v for k, v in job.items() if k.startswith("num")}
     log.info("JupiterOne job %s finished; sent %s; %s", job_id, sent, job_counts)
-    return {"job_id": job_id, "status": job["status"], "sent": sent, "counts": job_counts, "published": counts,
-            "partial_types": partial}
+    return {"job_id": job_id, "status": job["status"], "sent": sent, "counts": job_counts,
+            "published": dict(counts.most_common()), "partial_types": partial}
 
 
 def wait_for_job(hook: JupiterOneHook, job_id: str, poll_seconds: float, timeout_seconds: float) -> dict:

@@ -10,22 +10,23 @@ from __future__ import annotations
 import logging
 import time
 
+import pandas as pd
 
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
-from sysdig_j1 import audit, changes, monitoring, quality, report
+from sysdig_j1 import audit, changes, monitoring, parts, published, quality, raw, report
 from sysdig_j1 import load as loader
 from sysdig_j1.contract import ContractError, contract_for
-from sysdig_j1.extract import missing_resources, switched_off, unreadable, run as run_extract
+from sysdig_j1.extract import missing_resources, shards_done, switched_off, unreadable, run as run_extract
 from sysdig_j1.findings import Shard
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.hooks.storage import STORAGE_VARIABLE, RunStorage
 from sysdig_j1.hooks.sysdig import SysdigHook
-from sysdig_j1.model import RESOURCES, partial_types, reread_with, switched_off_types
+from sysdig_j1.model import ENTITIES, RESOURCES, partial_types, reread_with, switched_off_types
 from sysdig_j1.scrub import NestedTooDeep, Scrubber
-from sysdig_j1.transform import Context, build_graph
+from sysdig_j1.transform import PART_ROWS, SHARDED, Context, build_graph
 
 log = logging.getLogger(__name__)
 
@@ -122,22 +123,36 @@ def extract(resource: str, sysdig: SysdigHook, jupiterone: JupiterOneHook, stora
 
 
 def transform(storage: RunStorage, config: dict) -> dict:
-    """The graph; a resource switched off leaves its types out, so that JupiterOne removes them."""
+    """The graph, in parts (`parts.py`): the core at once, each shard of a sharded resource batch
+    by batch. A resource switched off leaves its types out, so that JupiterOne removes them."""
     off = set(config.get("switched_off", {}))
     missing = missing_resources(storage) - off
     if missing == set(RESOURCES) - off:
         raise AirflowFailException("no Sysdig resource was extracted in this run; nothing to publish")
-    entities, relationships, partial = build_graph(Context(
-        storage, app_url=config["app_url"], account_name=config["account_name"], missing=missing, switched_off=off))
+
+    def context(**frames: pd.DataFrame) -> Context:
+        return Context(storage, app_url=config["app_url"], account_name=config["account_name"], missing=missing,
+                       switched_off=off, _frames=frames)
+
+    entities, relationships, partial = build_graph(context(), sharded=False)
     if missing:
         log.warning("not extracted: %s; JupiterOne keeps what it has for %s", sorted(missing), partial)
     removed = sorted(set().union(*switched_off_types(off)))
     if removed:
         log.warning("switched off: %s; JupiterOne removes every object of %s", sorted(off), removed)
     folder = storage.reset(storage.path("graph"))
-    storage.write_parquet(folder / "entities.parquet", entities)
-    storage.write_parquet(folder / "relationships.parquet", relationships)
-    counts = {"entities": loader.type_counts(entities), "relationships": loader.type_counts(relationships)}
+    counts = parts.write(storage, parts.Part(parts.CORE, parts.CORE), entities, relationships)
+    del entities, relationships
+    for resource in sorted(SHARDED - missing - off):
+        for shard in shards_done(storage, resource):
+            for number, pages in enumerate(raw.page_batches(storage, shard["folder"], PART_ROWS)):
+                part_entities, part_relationships, _ = build_graph(
+                    context(**{resource: raw.read_pages(resource, pages)}), sharded=True)
+                part = parts.Part(shard["folder"], f"{shard['folder']}/part-{number:05d}")
+                counts += parts.write(storage, part, part_entities, part_relationships)
+    entity_types = {entity.type for entity in ENTITIES}
+    counts = {kind: {t: int(n) for t, n in counts.most_common() if (t in entity_types) == (kind == "entities")}
+              for kind in parts.KINDS}
     log.info("graph built: %s", counts)
     # the types the switch-off removes or shrinks (those also fed by a resource still on): the
     # mass-deletion guard leaves them be, as it was done on purpose
@@ -147,8 +162,12 @@ def transform(storage: RunStorage, config: dict) -> dict:
 
 
 def check_quality(storage: RunStorage, graph: dict) -> dict:
-    entities, relationships = _read_graph(storage, quality.COLUMNS)
-    report = quality.validate(entities, relationships)
+    """The quality gate on every part of the graph, a part at a time (`quality.validate_parts`)."""
+    def graph_parts():
+        for part in parts.parts(storage):
+            yield tuple(parts.read(storage, part, kind, quality.COLUMNS) for kind in parts.KINDS)
+
+    report = quality.validate_parts(graph_parts)
     storage.write_json(storage.path("graph", "quality.json"), report)
     if not report["success"]:
         raise AirflowFailException(quality.summary(report))
@@ -168,40 +187,31 @@ def note_pool_wait(quality: dict, pool: str) -> None:
 def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -> dict:
     """Publish, guarded by the counts of the scope's last successful publish; or, for a dry run,
     write what would be uploaded into the run's folder without calling JupiterOne at all. Either
-    way `report/changes.json` says what the publish changes compared with the last one."""
-    entities, relationships = _read_graph(storage)
+    way `report/changes.json` says what the publish changes compared with the last one. Every
+    step reads the graph a part at a time (`parts.py`)."""
     scope = loader.scope_for(graph["account_id"])
     state = storage.published_state(scope)
-    published = storage.read_json(state) if state.exists() else {}
+    last = storage.read_json(state) if state.exists() else {}
     # A re-run of this task compares with the publish before this run, as its first attempt did.
-    rerun = published.get("run_folder") == str(storage.root)
-    previous = published.get("counts_before" if rerun else "counts")
-    baseline = "before" if rerun else "latest"
+    rerun = last.get("run_folder") == str(storage.root)
+    previous = last.get("counts_before" if rerun else "counts")
     max_shrink = None if params.get("allow_mass_deletion") else float(params.get("mass_deletion_threshold", 0.5))
     partial = graph["partial_types"]
-    frames = {"entities": entities, "relationships": relationships}
-    previous_graph = {kind: _snapshot_reader(storage, storage.published_graph(scope, kind, baseline))
-                      for kind in changes.KINDS}
-    snapshots = {kind: changes.snapshot(frame) for kind, frame in frames.items()}
-    changed = report_changes(storage, frames, snapshots, previous_graph, partial,
+    document = published.compare(storage, scope, "before" if rerun else "latest", partial)
+    changed = report_changes(storage, document, graph["counts"], partial,
                              {"scope": scope, "run": str(storage.root), "dry run": bool(params.get("dry_run"))}, previous)
     if params.get("dry_run"):
-        return {**dry_run(storage, entities, relationships, scope, partial, graph.get("switched_off_types", []),
-                          previous, max_shrink), "changes": changed}
+        return {**dry_run(storage, graph, scope, previous, max_shrink), "changes": changed}
     try:
-        result = loader.publish(hook, entities, relationships, scope, partial_types=partial,
-                                switched_off_types=graph.get("switched_off_types"),
+        result = loader.publish(hook, parts.frames(storage, "entities"), parts.frames(storage, "relationships"), scope,
+                                partial_types=partial, switched_off_types=graph.get("switched_off_types"),
                                 previous_counts=previous, max_shrink=max_shrink)
     except loader.MassDeletionError as exc:
         raise AirflowFailException(str(exc)) from exc  # retrying cannot change the answer
     storage.write_json(storage.path("graph", "load.json"), result)
+    published.commit(storage, scope, rerun)
     # JupiterOne kept the partial types as they were, so their last known counts and objects still hold.
     kept = {t: c for t, c in (previous or {}).items() if t in partial}
-    for kind in changes.KINDS:
-        if previous_graph[kind] is not None:
-            storage.write_parquet(storage.published_graph(scope, kind, "before"), previous_graph[kind]())
-        storage.write_parquet(storage.published_graph(scope, kind),
-                              changes.carried_over(previous_graph[kind], snapshots[kind], partial))
     storage.write_json(state, {"counts": {**kept, **result["published"]}, "counts_before": previous,
                                "job_id": result["job_id"], "run_folder": str(storage.root)})
     return {**result, "scope": scope, "changes": changed}
@@ -258,57 +268,60 @@ def asset_extra(loaded: dict) -> dict:
     return {"scope": loaded["scope"], "dry_run": bool(loaded.get("dry_run")), **loaded["changes"]}
 
 
-def report_changes(storage: RunStorage, frames: dict, snapshots: dict, previous: dict, partial: list[str],
-                   run: dict, counts_before: dict | None) -> dict:
+def report_changes(storage: RunStorage, document: dict, counts: dict, partial: list[str], run: dict,
+                   counts_before: dict | None) -> dict:
     """Write report/changes.json and the page report/index.html; returns the change totals and
     the number of each called-out change."""
-    compared = {kind: changes.compare(previous[kind], snapshots[kind], partial) for kind in changes.KINDS}
-    document = changes.report(compared["entities"], compared["relationships"], snapshots["entities"])
-    folder = storage.reset(storage.path("report"))
+    folder = storage.path("report")
     storage.write_json(folder / "changes.json", document)
     quality_report = storage.path("graph", "quality.json")
-    entities, relationships = frames["entities"], frames["relationships"]
-    small = len(entities) <= report.SMALL_GRAPH
+    small = sum(counts["entities"].values()) <= report.SMALL_GRAPH
     page = report.render(
         run, counts_before,
         # what JupiterOne holds afterwards: what is sent, and what it keeps of the partial types
-        {**{t: c for t, c in (counts_before or {}).items() if t in partial},
-         **loader.type_counts(entities), **loader.type_counts(relationships)},
+        {**{t: c for t, c in (counts_before or {}).items() if t in partial}, **counts["entities"],
+         **counts["relationships"]},
         document, storage.read_json(quality_report) if quality_report.exists() else None,
-        entities[["_key", "_type"]].to_dict("records") if small else None,
-        relationships[["_fromEntityKey", "_toEntityKey"]].to_dict("records") if small else None,
+        _all(storage, "entities", ["_key", "_type"]) if small else None,
+        _all(storage, "relationships", ["_fromEntityKey", "_toEntityKey"]) if small else None,
     )
     (folder / "index.html").write_text(page)
     called_out = {name: len(found) for name, found in document["security"].items() if found}
     log.info("changes since the last publish: %s; called out: %s", document["totals"], called_out or "nothing")
-    changed_types = sorted(t for kind in changes.KINDS for t, found in document[kind].items() if any(found.values()))
+    changed_types = sorted(t for kind in changes.KINDS for t, found in document[kind].items()
+                           if any(found["counts"].values()))
     return {"totals": document["totals"], "security": called_out, "types": changed_types}
 
 
-def dry_run(storage: RunStorage, entities, relationships, scope: str, partial: list[str], switched_off: list[str],
-            previous: dict | None, max_shrink: float | None) -> dict:
+def _all(storage: RunStorage, kind: str, columns: list[str]) -> list[dict]:
+    """These columns of every object of a kind (a small graph's)."""
+    return [row for frame in parts.frames(storage, kind, frozenset(columns)) for row in frame.to_dict("records")]
+
+
+def dry_run(storage: RunStorage, graph: dict, scope: str, previous: dict | None, max_shrink: float | None) -> dict:
     folder = storage.reset(storage.path("dry_run"))
-    for kind, frame in (("entities", entities), ("relationships", relationships)):
+    for kind in parts.KINDS:
         with (folder / f"{kind}.json").open("wb") as out:  # streamed: the graph may be large
             out.write(b"[\n")
-            for n, obj in enumerate(loader.graph_objects(frame)):
+            for n, obj in enumerate(obj for frame in parts.frames(storage, kind) for obj in loader.graph_objects(frame)):
                 out.write((b",\n" if n else b"") + loader.serialize(obj))
             out.write(b"\n]\n")
+    partial, switched_off = graph["partial_types"], graph.get("switched_off_types", [])
     if not previous:
         verdict = "not checked: first publish of this scope"
     elif max_shrink is None:
         verdict = "overridden (allow_mass_deletion)"
     else:
-        counts = {**loader.type_counts(entities), **loader.type_counts(relationships)}
         try:
-            loader.check_mass_deletion(previous, counts, max_shrink, [*partial, *switched_off])
+            loader.check_mass_deletion(previous, {**graph["counts"]["entities"], **graph["counts"]["relationships"]},
+                                       max_shrink, [*partial, *switched_off])
             verdict = "passes"
         except loader.MassDeletionError as exc:
             verdict = str(exc)
     summary = {
         "scope": scope,
-        "entities": loader.type_counts(entities),
-        "relationships": loader.type_counts(relationships),
+        "entities": graph["counts"]["entities"],
+        "relationships": graph["counts"]["relationships"],
         "partial_types": partial,
         "switched_off_types": switched_off,
         "previous_publish": previous,
@@ -340,29 +353,3 @@ def check_extracts_complete(storage: RunStorage) -> None:
         raise AirflowFailException(f"not extracted completely in this run: {', '.join(sorted(missing))}. {published}")
     if published.startswith("No publish"):
         raise AirflowFailException(published)
-
-
-def _snapshot_reader(storage: RunStorage, path) -> changes.Reader | None:
-    """A previous snapshot in storage, read as little as each question needs."""
-    if not path.exists():
-        return None
-    if "_hash" not in storage.parquet_columns(path):
-        # written before snapshots kept a hash per object: hashed once here, in memory
-        return changes.frame_reader(changes.snapshot(storage.read_parquet(path)))
-
-    def read(columns=None, keys=None, types=None):
-        filters = [f for f in (("_key", "in", keys) if keys is not None else None,
-                               ("_type", "in", types) if types is not None else None) if f]
-        return storage.read_parquet(path, columns=columns, filters=filters or None)
-
-    return read
-
-
-def _read_graph(storage: RunStorage, columns: frozenset[str] | None = None):
-    """Both frames, or only those of `columns` each file has (a missing one stays missing)."""
-    def read(name: str):
-        path = storage.path("graph", name)
-        names = None if columns is None else [c for c in storage.parquet_columns(path) if c in columns]
-        return storage.read_parquet(path, columns=names)
-
-    return read("entities.parquet"), read("relationships.parquet")

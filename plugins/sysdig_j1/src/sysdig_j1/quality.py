@@ -18,17 +18,21 @@ What keeps it fast (`bench/transform.py`; 1.1M entities + 1.2M relationships: 17
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sysdig_j1.changes import key_array
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, Property
 
 MAPPED_TYPES = [r.type for r in RELATIONSHIPS if r.mapped]
 NON_NEGATIVE = ("integer", "number")  # counts, ids, versions; timestamps before 1970 are negative
 ENDS = ("_fromEntityKey", "_toEntityKey")
+KINDS = ("entities", "relationships")
 # Failures name the offending objects by `_key`, not only by the failing values (often just null).
 RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["_key"], "partial_unexpected_count": 10}
 
@@ -103,10 +107,14 @@ def build_checks() -> list[Check]:
 COLUMNS = frozenset({"_type", *ENDS} | {check.column for check in build_checks()} - {found(end) for end in ENDS})
 
 
-def with_endpoint_entities(relationships: pd.DataFrame, entities: pd.DataFrame) -> pd.DataFrame:
-    """The relationships plus, per endpoint, the `_key` of the entity it names, looked up by key:
-    data for GX to judge, null where no entity has that key (or the endpoint is null)."""
-    keys = pa.array(entities["_key"].array)  # a duplicate key only repeats a value; the uniqueness check reports it
+def with_endpoint_entities(relationships: pd.DataFrame, entities: pd.DataFrame,
+                           other_keys: pd.Series | None = None) -> pd.DataFrame:
+    """The relationships plus, per endpoint, the `_key` of the entity it names, looked up by key
+    among `entities` (and `other_keys`: the core's entities, which a part's relationships may
+    name): data for GX to judge, null where no entity has that key (or the endpoint is null)."""
+    # a duplicate key only repeats a value; the uniqueness check reports it
+    keys = key_array(entities["_key"]) if other_keys is None else pa.concat_arrays(
+        [key_array(entities["_key"]), key_array(other_keys)])
     # A mapped relationship's target is another integration's (or JupiterOne's) entity, never in
     # this graph: it stands for itself here, and its per-type check holds it to the target's key pattern.
     external = relationships["_type"].isin(MAPPED_TYPES)
@@ -128,44 +136,126 @@ def _numbers_for_gx(data: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def validate(entities: pd.DataFrame, relationships: pd.DataFrame) -> dict:
-    """Run every check; returns a JSON-safe report with `success` and one row per expectation."""
-    import great_expectations as gx  # heavy (seconds); only the quality task pays for it
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    """Run every check on one graph; returns a JSON-safe report with `success` and one row per expectation."""
+    return validate_parts(lambda: iter([(entities, relationships)]))
 
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
-    batch_definition = (
-        context.data_sources.add_pandas("frames").add_dataframe_asset("frame").add_batch_definition_whole_dataframe("all")
-    )
-    frames = {"entities": entities, "relationships": with_endpoint_entities(relationships, entities)}
-    groups: dict[tuple[str, str | None], list[Check]] = {}
-    for check in build_checks():
-        groups.setdefault((check.frame, check.type), []).append(check)
 
-    rows = []
-    for (frame_name, type_), group in groups.items():
-        frame = frames[frame_name]
-        rows_of_type = slice(None) if type_ is None else frame["_type"] == type_
-        # Only what the suite reads: a missing column stays missing, for GX to report.
-        columns = [c for c in dict.fromkeys(["_key", *(check.column for check in group)]) if c in frame]
-        data = frame.loc[rows_of_type, columns]
-        if data.empty:
-            continue
-        data = _numbers_for_gx(data, [c.column for c in group if c.expectation == "ExpectColumnValuesToBeBetween"])
-        name = f"{frame_name}-{type_ or 'all'}"
-        suite = context.suites.add(
-            gx.ExpectationSuite(name=name, expectations=[getattr(gxe, c.expectation)(**dict(c.kwargs)) for c in group])
-        )
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
-        )
-        result = definition.run(batch_parameters={"dataframe": data}, result_format=RESULT_FORMAT)
-        # GX reorders results; (expectation, column) is unique within a slice, so match on it.
-        by_check = {(r.expectation_config.type, r.expectation_config.kwargs["column"]): r for r in result.results}
-        for check in group:
-            rows.append(_row(check, by_check[(_snake(check.expectation), check.column)], check.column in data.columns))
-    return {"success": all(r["success"] for r in rows), "evaluated": len(rows), "results": rows}
+def validate_parts(graph_parts: Callable[[], Iterator[tuple[pd.DataFrame, pd.DataFrame]]]) -> dict:
+    """Every check on a graph stored in parts (`parts.py`; the core first), a part at a time: each
+    part is checked on its own (its relationships may name the core's entities), and `_key`
+    uniqueness across parts from 64-bit hashes of the keys, confirmed on the keys themselves.
+    `graph_parts()` yields (entities, relationships) of every part; it is called twice only if
+    two parts may share a key."""
+    gate = _Gate()
+    rows: dict[str, dict] = {}
+    core_keys, hashes = None, {kind: [] for kind in KINDS}
+    for entities, relationships in graph_parts():
+        for row in gate.validate(entities, relationships, core_keys):
+            rows[row["check"]] = _merged(rows.get(row["check"]), row)
+        core_keys = entities["_key"] if core_keys is None else core_keys
+        for kind, frame in zip(KINDS, (entities, relationships)):
+            hashes[kind].append(_key_hashes(frame))
+    if len(hashes["entities"]) > 1:  # parts besides the core
+        for kind, repeated in _repeated_keys(hashes, graph_parts).items():
+            label = _check(kind, None, "ExpectColumnValuesToBeUnique", column="_key").label
+            rows[label] = _merged(rows.get(label), {
+                "check": label, "success": False, "unexpected_count": len(repeated), "unexpected_percent": None,
+                "element_count": 0, "examples": repeated[:5], "keys": repeated[:10], "error": None})
+    results = list(rows.values())
+    return {"success": all(r["success"] for r in results), "evaluated": len(results), "results": results}
+
+
+class _Gate:
+    """One GX context for every part (creating one costs seconds)."""
+
+    def __init__(self) -> None:
+        import great_expectations as gx  # heavy (seconds); only the quality task pays for it
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+        self.batches = (self.context.data_sources.add_pandas("frames").add_dataframe_asset("frame")
+                        .add_batch_definition_whole_dataframe("all"))
+        self.groups: dict[tuple[str, str | None], list[Check]] = {}
+        for check in build_checks():
+            self.groups.setdefault((check.frame, check.type), []).append(check)
+        self.runs = 0
+
+    def validate(self, entities: pd.DataFrame, relationships: pd.DataFrame,
+                 other_keys: pd.Series | None) -> list[dict]:
+        import great_expectations.expectations as gxe
+
+        gx = self.gx
+        frames = {"entities": entities, "relationships": with_endpoint_entities(relationships, entities, other_keys)}
+        rows = []
+        for (frame_name, type_), group in self.groups.items():
+            frame = frames[frame_name]
+            rows_of_type = slice(None) if type_ is None else frame["_type"] == type_
+            # Only what the suite reads: a missing column stays missing, for GX to report.
+            columns = [c for c in dict.fromkeys(["_key", *(check.column for check in group)]) if c in frame]
+            data = frame.loc[rows_of_type, columns]
+            if data.empty:
+                continue
+            data = _numbers_for_gx(data, [c.column for c in group if c.expectation == "ExpectColumnValuesToBeBetween"])
+            self.runs += 1
+            name = f"{frame_name}-{type_ or 'all'}-{self.runs}"
+            suite = self.context.suites.add(gx.ExpectationSuite(
+                name=name, expectations=[getattr(gxe, c.expectation)(**dict(c.kwargs)) for c in group]))
+            definition = self.context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=self.batches, suite=suite))
+            result = definition.run(batch_parameters={"dataframe": data}, result_format=RESULT_FORMAT)
+            # GX reorders results; (expectation, column) is unique within a slice, so match on it.
+            by_check = {(r.expectation_config.type, r.expectation_config.kwargs["column"]): r for r in result.results}
+            for check in group:
+                rows.append(_row(check, by_check[(_snake(check.expectation), check.column)],
+                                 check.column in data.columns))
+        return rows
+
+
+def _key_hashes(frame: pd.DataFrame) -> np.ndarray:
+    return pd.util.hash_array(frame["_key"].dropna().to_numpy(dtype=object))
+
+
+def _repeated_keys(hashes: dict[str, list[np.ndarray]], graph_parts) -> dict[str, list[str]]:
+    """Per kind, the keys found in more than one part (within a part, GX's uniqueness check
+    reports them). Hashes that repeat across parts are suspects; the keys themselves decide."""
+    suspects = {}
+    for kind, arrays in hashes.items():
+        everything = np.concatenate(arrays)
+        part_of = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+        order = np.argsort(everything, kind="stable")  # equal hashes side by side, in part order
+        ordered, owner = everything[order], part_of[order]
+        across = (ordered[1:] == ordered[:-1]) & (owner[1:] != owner[:-1])
+        suspects[kind] = np.unique(ordered[1:][across])
+    if not any(len(found) for found in suspects.values()):
+        return {}
+    where: dict[str, dict[str, set[int]]] = {kind: {} for kind in KINDS}
+    for number, frames in enumerate(graph_parts()):
+        for kind, frame in zip(KINDS, frames):
+            keys = frame["_key"].dropna()
+            for key in keys[np.isin(_key_hashes(frame), suspects[kind])]:
+                where[kind].setdefault(key, set()).add(number)
+    repeated = {kind: sorted(k for k, found in keys.items() if len(found) > 1) for kind, keys in where.items()}
+    return {kind: keys for kind, keys in repeated.items() if keys}
+
+
+def _merged(before: dict | None, row: dict) -> dict:
+    """One check's results over several parts."""
+    if before is None:
+        return row
+    count = (before["unexpected_count"] or 0) + (row["unexpected_count"] or 0)
+    elements = before["element_count"] + row["element_count"]
+    return {
+        "check": row["check"],
+        "success": before["success"] and row["success"],
+        "unexpected_count": count,
+        "unexpected_percent": 100 * count / elements if elements else None,
+        "element_count": elements,
+        "examples": (before["examples"] + row["examples"])[:5],
+        "keys": (before["keys"] + row["keys"])[:10],
+        "error": before["error"] or row["error"],
+    }
 
 
 def _snake(name: str) -> str:
@@ -182,6 +272,7 @@ def _row(check: Check, outcome, column_present: bool) -> dict:
         "success": bool(outcome.success),
         "unexpected_count": result.get("unexpected_count"),
         "unexpected_percent": result.get("unexpected_percent"),
+        "element_count": result.get("element_count") or 0,
         "examples": [str(v) for v in (result.get("partial_unexpected_list") or [])[:5]],
         "keys": [str(row.get("_key")) for row in (result.get("partial_unexpected_index_list") or [])],
         "error": error,

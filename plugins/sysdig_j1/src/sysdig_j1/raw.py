@@ -12,11 +12,13 @@ sees them.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from airflow.sdk import ObjectStoragePath
 
 from sysdig_j1.contract import Contract, ContractError, contract_for
 from sysdig_j1.hooks.storage import RunStorage
@@ -115,9 +117,30 @@ def read_raw(storage: RunStorage, resource: str, columns: list[str] | None = Non
     as one frame of its contract's typed columns (or only `columns` of them), plus `_partition`
     (sub-folder, e.g. the scan stage) and `_rawData` (the scrubbed record) unless `columns` leaves
     it out."""
+    return read_pages(resource, list(storage.pages(storage.raw(folder or resource), PAGE_SUFFIX)), columns)
+
+
+def page_batches(storage: RunStorage, folder: str, rows: int) -> Iterator[list[tuple[str, ObjectStoragePath]]]:
+    """The pages under raw/`folder`, in name order, grouped into batches of about `rows` records
+    (a page is never split), for `read_pages`: what streams a large resource batch by batch."""
+    batch, count = [], 0
+    for partition, path in storage.pages(storage.raw(folder), PAGE_SUFFIX):
+        with path.open("rb") as file:
+            count += pq.ParquetFile(file).metadata.num_rows
+        batch.append((partition, path))
+        if count >= rows:
+            yield batch
+            batch, count = [], 0
+    if batch:
+        yield batch
+
+
+def read_pages(resource: str, pages: list[tuple[str, ObjectStoragePath]], columns: list[str] | None = None
+               ) -> pd.DataFrame:
+    """These (partition, path) pages of a resource as one typed frame (see `read_raw`)."""
     schema = page_schema(contract_for(resource))
     tables, partitions = [], []
-    for partition, path in storage.pages(storage.raw(folder or resource), PAGE_SUFFIX):
+    for partition, path in pages:
         page = pq.ParquetFile(pa.BufferReader(path.read_bytes()))
         if not page.schema_arrow.equals(schema):
             raise ContractError(f"{resource}: {path} was not written under the current source contract; "

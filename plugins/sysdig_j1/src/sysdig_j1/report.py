@@ -78,7 +78,7 @@ def _counts(before: dict[str, int], after: dict[str, int], changes: dict) -> str
             css = "up" if a > b else "down" if a < b else "none"
             rows.append(f"<tr data-type='{type_}'><td><code>{type_}</code></td><td class='n'>{b:,}</td>"
                         f"<td class='n'>{a:,}</td><td class='n {css}'>{a - b:+,}</td>"
-                        + "".join(f"<td class='n'>{len(change.get(what, [])):,}</td>"
+                        + "".join(f"<td class='n'>{change.get('counts', {}).get(what, 0):,}</td>"
                                   for what in ("added", "removed", "changed")) + "</tr>")
     return ("<h2>Counts per type</h2><table id='counts'><tr><th>type</th><th>before</th><th>after</th><th>Δ</th>"
             "<th>added</th><th>removed</th><th>changed</th></tr>" + "".join(rows) + "</table>")

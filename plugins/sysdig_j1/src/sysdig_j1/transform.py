@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from sysdig_j1.extract import shards_done
+from sysdig_j1.extract import EXTRACTS
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import (
     ENTITIES,
@@ -33,6 +33,13 @@ from sysdig_j1.model import (
 from sysdig_j1.raw import read_raw
 
 log = logging.getLogger(__name__)
+
+# Resources extracted in shards (findings), and the types only they feed: those are built, checked
+# and published shard by shard, batch by batch (`build_graph(..., sharded=True)`), the rest at once.
+SHARDED = frozenset(resource for resource, declared in EXTRACTS.items() if declared.sharded)
+PART_ROWS = 100_000  # records of a sharded resource built (then checked, compared, sent) together
+SHARDED_TYPES = frozenset({e.type for e in ENTITIES if set(e.resources) <= SHARDED}
+                          | {r.type for r in RELATIONSHIPS if r.resource in SHARDED})
 
 PULL_STRING = re.compile(
     r"^(?:(?P<registry>[^/]+\.[^/]+|[^/]+:\d+|localhost)/)?(?P<repository>[^:@]+)(?::(?P<tag>[^@]+))?(?:@.+)?$"
@@ -52,10 +59,7 @@ class Context:
 
     def frame(self, resource: str) -> pd.DataFrame:
         if resource not in self._frames:
-            shards = shards_done(self.storage, resource)
-            self._frames[resource] = read_raw(self.storage, resource) if shards is None else pd.concat(
-                [read_raw(self.storage, resource, folder=f"{resource}/shard-{m['shard']:03d}") for m in shards],
-                ignore_index=True)
+            self._frames[resource] = read_raw(self.storage, resource)
         return self._frames[resource]
 
 
@@ -350,15 +354,20 @@ def _published(relationship: RelationshipType, keys: pd.Series, entities: dict[s
     return found
 
 
-def build_graph(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Both frames, without the types a missing resource leaves incomplete (returned as the
-    partial datasets JupiterOne must keep as they are) and without those of resources switched
-    off (which JupiterOne then removes)."""
+def build_graph(ctx: Context, sharded: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Both frames of every type (a graph small enough to build at once), or (sharded False) of
+    the types not fed by a sharded resource, or (sharded True) of those that are, from the batch
+    of their records `ctx` holds; without the types a missing resource leaves
+    incomplete (returned as the partial datasets JupiterOne must keep as they are) and without
+    those of resources switched off (which JupiterOne then removes)."""
     partial_entities, partial_relationships = partial_types(ctx.missing)
     off_entities, off_relationships = switched_off_types(ctx.switched_off)
-    entities = {e.type: entity_frame(e, ctx) for e in ENTITIES if e.type not in partial_entities | off_entities}
-    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS
-                     if r.type not in partial_relationships | off_relationships]
+    left_out = partial_entities | partial_relationships | off_entities | off_relationships
+    if sharded is not None:
+        left_out |= (set(SHARDED_TYPES) if not sharded else
+                     {t.type for t in (*ENTITIES, *RELATIONSHIPS) if t.type not in SHARDED_TYPES})
+    entities = {e.type: entity_frame(e, ctx) for e in ENTITIES if e.type not in left_out}
+    relationships = [relationship_frame(r, entities, ctx) for r in RELATIONSHIPS if r.type not in left_out]
     return (
         pd.concat(entities.values(), ignore_index=True) if entities else _empty(),
         pd.concat(relationships, ignore_index=True) if relationships else _empty(),

@@ -56,9 +56,14 @@ class RunStorage:
         """What the last successful publish of a scope sent (kept next to the runs, not in one)."""
         return self.published / f"{_safe(scope)}.json"
 
-    def published_graph(self, scope: str, kind: str, generation: str = "latest") -> ObjectStoragePath:
-        """The graph (entities or relationships) as the last successful publish of a scope left it
-        ("latest"), or as the publish before that one left it ("before")."""
+    def published_graph(self, scope: str, generation: str = "latest") -> ObjectStoragePath:
+        """The folder of the graph snapshots (one file per part and kind, `parts.py`) as the last
+        successful publish of a scope left it ("latest"), as the publish before that one left it
+        ("before"), or as the running publish will leave it ("pending")."""
+        return self.published / f"{_safe(scope)}.{generation}"
+
+    def legacy_published_graph(self, scope: str, kind: str, generation: str) -> ObjectStoragePath:
+        """Where releases before the graph was kept in parts kept a generation's snapshot, whole."""
         return self.published / f"{_safe(scope)}.{generation}.{kind}.parquet"
 
     def probe(self) -> None:

@@ -1,0 +1,142 @@
+"""What the last publishes of a scope left, and how a run's graph compares with it, part by part.
+
+Kept next to the runs (`RunStorage.published`), per scope: the graph snapshots (`changes.py`) of
+the last successful publish ("latest") and of the one before ("before", which a re-run of the same
+`load` compares with, as its first attempt did), one file per part of the graph and kind
+(`parts.py`). A publish compares each part of its graph with the same unit of the baseline and
+writes its own snapshots ("pending") as it goes, so it holds one part at a time; `commit` makes
+them "latest" once JupiterOne has accepted the publish.
+
+A shard's unit lines up with the same shard of the last publish because a result stays in its
+shard (`findings.Shard`) as long as the number of shards stays the same; the folder names carry
+that number, so after it changed the sharded types are compared with nothing, once (a warning
+says so; what is published does not depend on it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pyarrow as pa
+
+from sysdig_j1 import changes, parts
+from sysdig_j1.hooks.storage import RunStorage
+from sysdig_j1.transform import SHARDED_TYPES
+
+log = logging.getLogger(__name__)
+
+LISTED = 1_000  # of a sharded type's added, removed or changed objects, listed in changes.json
+
+
+def snapshot_files(storage: RunStorage, scope: str, generation: str, unit: str, kind: str) -> list:
+    """A unit's snapshot files of one kind in a generation (none: no such publish)."""
+    folder = storage.published_graph(scope, generation)
+    if unit == parts.CORE:
+        found = folder / f"{parts.CORE}.{kind}.parquet"
+        legacy = storage.legacy_published_graph(scope, kind, generation)  # kept whole, by older releases
+        return [found] if found.exists() else [legacy] if legacy.exists() else []
+    return [path for _, path in storage.pages(folder / unit, f".{kind}.parquet")]
+
+
+def reader(storage: RunStorage, scope: str, generation: str, unit: str, kind: str) -> changes.Reader | None:
+    """A unit's snapshot of one kind, read as little as each question needs."""
+    readers = [file_reader(storage, path) for path in snapshot_files(storage, scope, generation, unit, kind)]
+    if not readers:
+        return None
+
+    def read(columns=None, keys=None, types=None) -> pd.DataFrame:
+        return pd.concat([r(columns, keys=keys, types=types) for r in readers], ignore_index=True)
+
+    return readers[0] if len(readers) == 1 else read
+
+
+def file_reader(storage: RunStorage, path) -> changes.Reader:
+    if "_hash" not in storage.parquet_columns(path):
+        # written before snapshots kept a hash per object: hashed once here, in memory
+        return changes.frame_reader(changes.snapshot(storage.read_parquet(path)))
+
+    def read(columns=None, keys=None, types=None):
+        filters = [f for f in (("_key", "in", keys) if keys is not None else None,
+                               ("_type", "in", types) if types is not None else None) if f]
+        return storage.read_parquet(path, columns=columns, filters=filters or None)
+
+    return read
+
+
+def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) -> dict:
+    """The run's graph compared with the scope's publish `baseline`, part by part, with its
+    snapshots written as the "pending" generation; returns the change document (`changes.report`:
+    every core change listed, at most LISTED of each list of a sharded type; each part's complete
+    lists are in report/changes/<part>.json)."""
+    pending = storage.reset(storage.published_graph(scope, "pending"))
+    folder = storage.reset(storage.path("report", "changes"))
+    found_by_kind: dict[str, dict] = {kind: {} for kind in parts.KINDS}
+    security: dict[str, list] = {}
+
+    def add(name: str, found: dict[str, dict], published: pd.DataFrame, listed: int | None) -> None:
+        changes.merge_security(security, changes.security_changes(found["entities"], found["relationships"],
+                                                                  published))
+        for kind in parts.KINDS:
+            changes.merge(found_by_kind[kind], found[kind], listed)
+        if listed is not None:  # a part of a sharded type: its complete lists
+            storage.write_json(folder / f"{name}.json", found)
+
+    units = parts.units(storage)
+    for unit, unit_parts in units.items():
+        before = {kind: reader(storage, scope, baseline, unit, kind) for kind in parts.KINDS}
+        if unit != parts.CORE and before["entities"] is None and _other_shard_counts(storage, scope, baseline, unit):
+            log.warning("%s: the number of shards changed since the last publish; its types are compared with "
+                        "nothing this once (reported as added)", unit)
+        now_keys: dict[str, list[pa.Array]] = {kind: [] for kind in parts.KINDS}
+        for part in unit_parts:
+            snapshots = {kind: changes.snapshot(parts.read(storage, part, kind)) for kind in parts.KINDS}
+            if unit == parts.CORE:
+                add(part.name, {kind: changes.compare(before[kind], snapshots[kind], partial) for kind in parts.KINDS},
+                    snapshots["entities"], None)
+            else:
+                add(part.name, {kind: changes.compare_part(before[kind], snapshots[kind], partial)
+                                for kind in parts.KINDS}, snapshots["entities"], LISTED)
+            for kind in parts.KINDS:
+                now_keys[kind].append(changes.key_array(snapshots[kind]["_key"]))
+                kept = changes.carried_over(before[kind], snapshots[kind], partial) if unit == parts.CORE \
+                    else snapshots[kind]
+                storage.write_parquet(pending / f"{part.name}.{kind}.parquet", kept)
+        if unit != parts.CORE:
+            gone = {kind: changes.removed(before[kind], now_keys[kind], partial) for kind in parts.KINDS}
+            add(f"{unit}/removed", gone, pd.DataFrame(), LISTED)
+    if set(partial) & SHARDED_TYPES:  # JupiterOne kept them: so do their snapshots
+        latest = storage.published_graph(scope, baseline)
+        for _, path in storage.pages(latest, ".parquet"):
+            name = str(path)[len(str(latest)):].strip("/")
+            if "/" in name and name.rsplit("/", 1)[0] not in units:  # (a part of a unit not built now)
+                _copy(path, pending / name)
+    return changes.report(found_by_kind["entities"], found_by_kind["relationships"], security)
+
+
+def commit(storage: RunStorage, scope: str, rerun: bool) -> None:
+    """After JupiterOne accepted the publish: "latest" becomes "before" (unless this is a re-run,
+    whose "before" is already the publish before this run), and "pending" becomes "latest"."""
+    if not rerun:
+        _replace(storage, storage.published_graph(scope, "latest"), storage.published_graph(scope, "before"))
+    _replace(storage, storage.published_graph(scope, "pending"), storage.published_graph(scope, "latest"))
+
+
+def _replace(storage: RunStorage, source, target) -> None:
+    """`target` becomes a copy of `source` (a folder; nothing when there is no `source`)."""
+    storage.reset(target)
+    if source.exists():
+        for _, path in storage.pages(source, ".parquet"):
+            _copy(path, target / str(path)[len(str(source)):].strip("/"))
+
+
+def _copy(source, target) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+
+
+def _other_shard_counts(storage: RunStorage, scope: str, baseline: str, unit: str) -> bool:
+    """Whether the baseline holds shards of the unit's resource, counted differently."""
+    resource = unit.split("/", 1)[0]
+    folder = storage.published_graph(scope, baseline) / resource
+    return folder.exists() and any(True for _ in storage.pages(folder, ".parquet"))
