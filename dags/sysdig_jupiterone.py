@@ -205,8 +205,9 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
         else:
             config = validate_config()
             by_resource = {
-                r: extract_shard.override(task_id=f"extract_{r}").partial(resource=r, config=config).expand(
-                    shard=list(range(FINDING_SHARDS))) if declared.sharded
+                # (a mapped task does not take its docs from the function's docstring)
+                r: extract_shard.override(task_id=f"extract_{r}", doc_md=extract_shard.function.__doc__).partial(
+                    resource=r, config=config).expand(shard=list(range(FINDING_SHARDS))) if declared.sharded
                 else extract_resource.override(task_id=f"extract_{r}")(r, config)
                 for r, declared in extract.EXTRACTS.items()}
             for declared in extract.EXTRACTS.values():  # e.g. memberships are listed per extracted team
