@@ -6,8 +6,8 @@ per request, and each pipeline step runs in a child process of its own, as Airfl
 so every peak RSS is that step's own:
 - extract: the extracts the findings need (account, users, teams and memberships, image scans)
   in one process, then the findings as the DAG's mapped tasks run them: one process per shard
-  (4), two at a time as on two worker slots, each with its own bound of 8 requests in flight;
-  requests counted by the emulator; physical limit = ceil(requests / (8 x 2)) x latency. A
+  (4), two at a time as on two worker slots, each with 4 requests in flight (so the account sees
+  8); requests counted by the emulator; physical limit = ceil(requests / 8) x latency. A
   shard's code is the same in a LocalExecutor's task process and in a Celery worker's;
 - transform, check_quality: `pipeline.transform` and `pipeline.check_quality` on what was stored;
 - publish: `pipeline.load` (the change report, then one synchronization job) to a fresh
@@ -36,8 +36,9 @@ import requests
 from harness import emulator_process
 
 TOKEN, ACCOUNT, API_KEY = "bench-token", "bench-account", "bench-key"
-CONCURRENCY = 8
-SHARDS, AT_ONCE = 4, 2  # the DAG's default shards; two worker slots on this 2-core machine
+CONCURRENCY = 8  # requests in flight for the account
+SHARDS, AT_ONCE = 4, 4  # the DAG's default shards, all at once (worker slots)
+PER_SHARD = CONCURRENCY // AT_ONCE  # each shard's max_concurrency: the account still sees 8 in flight
 STEPS = ("extract", "transform", "check_quality", "publish")
 
 
@@ -50,8 +51,9 @@ def run_step(step: str, folder: str, sysdig_url: str, jupiterone_url: str = "") 
 
 
 def child(step: str, folder: str, sysdig_url: str, jupiterone_url: str) -> None:
+    in_flight = PER_SHARD if step.startswith("shard-") else CONCURRENCY
     os.environ["AIRFLOW_CONN_SYSDIG_DEFAULT"] = json.dumps(
-        {"conn_type": "sysdig", "host": sysdig_url, "password": TOKEN, "extra": {"max_concurrency": CONCURRENCY}})
+        {"conn_type": "sysdig", "host": sysdig_url, "password": TOKEN, "extra": {"max_concurrency": in_flight}})
     os.environ["AIRFLOW_CONN_JUPITERONE_DEFAULT"] = json.dumps(
         {"conn_type": "jupiterone", "host": jupiterone_url or "http://127.0.0.1:9", "login": ACCOUNT,
          "password": API_KEY})
@@ -122,7 +124,8 @@ def measure(results: int, packages: int, latency: float) -> dict:
                           "findings": {name: sum(s["findings"][name] for s in shards) for name in shards[0]["findings"]}}
         asked = requests.get(f"{sysdig}/_emulator/stats", timeout=5).json()["requests"]
         row["full_results_requests"] = asked.get("GET /secure/vulnerability/v1/results/{result_id}", 0)
-        row["limit"] = math.ceil(row["full_results_requests"] / (CONCURRENCY * AT_ONCE)) * latency
+        row["limit"] = math.ceil(row["full_results_requests"] / CONCURRENCY) * latency
+        row["shards"] = [{"wall": round(s["wall"], 1), "cpu": round(s["cpu"], 1)} for s in shards]
         row["transform"] = run_step("transform", folder, sysdig)
         row["check_quality"] = run_step("check_quality", folder, sysdig)
         with emulator_process("sysdig_j1.emulators.jupiterone", "--account", ACCOUNT, "--api-key", API_KEY,
@@ -149,8 +152,8 @@ def main() -> None:
         return child(*args.step)
 
     rows = [measure(int(n), args.packages_per_scan, args.latency) for n in args.results.split(",")]
-    print(f"\nFindings at {args.latency * 1000:.0f} ms per request, {CONCURRENCY} in flight per task; the "
-          f"findings extract in {SHARDS} shards, {AT_ONCE} at a time (s = wall seconds, MB = the largest peak "
+    print(f"\nFindings at {args.latency * 1000:.0f} ms per request, {CONCURRENCY} in flight; the findings "
+          f"extract in {SHARDS} shards, {AT_ONCE} at a time, {PER_SHARD} in flight each (s = wall seconds, MB = the largest peak "
           "resident memory of the step's task processes):\n")
     print("| runtime results | findings | IS cve (CVEs) | full-result requests | extract (shards) | physical limit | "
           "extract / limit | transform | check_quality | publish (incl. change report) | total after extract |")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sysdig_j1 import findings, raw
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 15.0
 RESULTS_PER_PAGE = 50  # full scan results whose findings share one stored page (~10,000 findings)
+ENCODING = 2  # complete pages of findings waiting for, or in, the thread that stores them
 INVENTORY_PATH = "/secure/inventory/v1/resources"
 
 
@@ -148,23 +150,39 @@ def extract_findings(declared: Extract, hook: SysdigHook, storage: RunStorage, s
     # page -> the answers of its results that arrived, by listing order; stored in that order once
     # all are in, so a re-run writes the same pages whatever order the answers came in
     pending: dict[tuple[str, int], dict[int, tuple[str, bytes]]] = {}
-    logged, fetched, found, below = time.monotonic(), 0, 0, 0
-    for (stage, result_id), content in hook.scan_results(page_of):
-        page = pending.setdefault(page_of[stage, result_id], {})
-        page[order[stage, result_id]] = (result_id, content)
-        fetched += 1
-        if len(page) == page_sizes[page_of[stage, result_id]]:
-            number = page_of[stage, result_id][1]
-            del pending[stage, number]
-            data, page_found, page_below = findings.encode_results(
-                stage, number, [page[n] for n in sorted(page)], min_severity, scrubber)
-            if data is not None:
-                raw.save_page(storage, f"{shard.folder}/{stage}", number, data)
-            found, below = found + page_found, below + page_below
-        if time.monotonic() - logged >= PROGRESS_SECONDS:
-            log.info("progress: %s of %s full scan results, %s findings stored", f"{fetched:,}",
-                     f"{len(page_of):,}", f"{found:,}")
-            logged = time.monotonic()
+    logged, fetched, counted = time.monotonic(), 0, Counter()
+
+    def store(stage: str, number: int, results: list[tuple[str, bytes]]) -> tuple[int, int]:
+        data, found, below = findings.encode_results(stage, number, results, min_severity, scrubber)
+        if data is not None:
+            raw.save_page(storage, f"{shard.folder}/{stage}", number, data)
+        return found, below
+
+    def collect(future: Future) -> None:
+        found, below = future.result()  # the encoder's error (a result that does not hold together) is raised here
+        counted.update(findings=found, below=below)
+
+    # One thread decodes, flattens and stores complete pages (at most ENCODING in hand), so that
+    # this loop keeps refilling the requests in flight meanwhile.
+    with ThreadPoolExecutor(1, thread_name_prefix="findings-store") as encoder:
+        encoding: deque[Future] = deque()
+        for (stage, result_id), content in hook.scan_results(page_of):
+            page = pending.setdefault(page_of[stage, result_id], {})
+            page[order[stage, result_id]] = (result_id, content)
+            fetched += 1
+            if len(page) == page_sizes[page_of[stage, result_id]]:
+                number = page_of[stage, result_id][1]
+                del pending[stage, number]
+                encoding.append(encoder.submit(store, stage, number, [page[n] for n in sorted(page)]))
+                while len(encoding) > ENCODING:
+                    collect(encoding.popleft())
+            if time.monotonic() - logged >= PROGRESS_SECONDS:
+                log.info("progress: %s of %s full scan results, %s findings stored", f"{fetched:,}",
+                         f"{len(page_of):,}", f"{counted['findings']:,}")
+                logged = time.monotonic()
+        while encoding:
+            collect(encoding.popleft())
+    found, below = counted["findings"], counted["below"]
     log.info("findings of shard %d of %d, stages %s, at or above %s severity", shard.index + 1, shard.count,
              ", ".join(stages) or "(none)", min_severity)
     manifest = {"resource": "findings", "shard": shard.index, "shards": shard.count, "folder": shard.folder,
