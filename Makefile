@@ -30,9 +30,9 @@ test: install browser
 
 ## Benchmarks (print tables, not tests): extraction vs the original integration's call pattern,
 ## the transform and the quality gate at 10k / 100k / 1M image scans, publishing, and vulnerability
-## findings end to end at 2,500 and 5,000 runtime results (~1M findings), IAM and inventory at
-## 200 teams and 20,000 hosts, and freshness (change -> graph -> alert on the production stack, then
-## 10 idle minutes). About 55 minutes on 2 cores.
+## findings end to end at 5,000 and 25,000 runtime results (~1M and ~5M findings, in shards), IAM
+## and inventory at 200 teams and 20,000 hosts, and freshness (change -> graph -> alert on the
+## production stack, then 10 idle minutes). About 75 minutes on 2 cores.
 bench: install
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/transform.py
