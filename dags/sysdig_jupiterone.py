@@ -134,10 +134,10 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
             return pipeline.extract(resource, sysdig(config["region"]), jupiterone(), storage(), config)
 
         @task(multiple_outputs=False)
-        def extract_shard(resource: str, config: dict, shard: int) -> dict:
+        def extract_shard(resource: str, config: dict, shards: int, shard: int) -> dict:
             """One shard of a resource that grows with the fleet (findings): a task per shard."""
             return pipeline.extract(resource, sysdig(config["region"]), jupiterone(), storage(), config,
-                                    Shard(shard, FINDING_SHARDS))
+                                    Shard(shard, shards))
 
         @task(multiple_outputs=False)
         def extract_changed(config: dict) -> list[dict]:
@@ -207,7 +207,9 @@ def sysdig_jupiterone(account: Account, quick: bool = False):
             by_resource = {
                 # (a mapped task does not take its docs from the function's docstring)
                 r: extract_shard.override(task_id=f"extract_{r}", doc_md=extract_shard.function.__doc__).partial(
-                    resource=r, config=config).expand(shard=list(range(FINDING_SHARDS))) if declared.sharded
+                    # the count as the tasks were mapped, not as a worker's environment says
+                    resource=r, config=config, shards=FINDING_SHARDS).expand(shard=list(range(FINDING_SHARDS)))
+                if declared.sharded
                 else extract_resource.override(task_id=f"extract_{r}")(r, config)
                 for r, declared in extract.EXTRACTS.items()}
             for declared in extract.EXTRACTS.values():  # e.g. memberships are listed per extracted team

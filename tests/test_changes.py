@@ -138,3 +138,17 @@ def test_a_snapshot_written_before_hashes_were_kept_is_hashed_when_read(tmp_path
 
     assert read(columns=["_key", "_hash"]).equals(changes.snapshot(old)[["_key", "_hash"]])
     assert changes.compare(read, changes.snapshot(frame(user(1), user(2)))) == {}
+
+
+def test_a_whole_snapshot_kept_by_an_older_release_stands_in_for_the_core_without_its_findings(tmp_path):
+    from sysdig_j1 import parts, published
+    from sysdig_j1.hooks.storage import RunStorage
+
+    storage, scope = RunStorage(f"file://{tmp_path}", "d", "r"), "sysdig-j1:1"
+    old = changes.snapshot(frame(user(1), user(2), finding("a", "critical", True)))
+    storage.write_parquet(storage.legacy_published_graph(scope, "entities", "latest"), old)
+
+    core = published.reader(storage, scope, "latest", parts.CORE, "entities")
+    assert sorted(core(["_key"])["_key"]) == ["sysdig_user:1", "sysdig_user:2"]
+    assert changes.compare(core, changes.snapshot(frame(user(1), user(2)))) == {}  # no finding "removed"
+    assert published.reader(storage, scope, "latest", "findings/shard-000-of-004", "entities") is None

@@ -238,3 +238,10 @@ def test_in_shards_and_parts_it_publishes_exactly_what_one_shard_in_one_part_doe
         dict.fromkeys((n for n in repeated["counts"] if n.endswith(("Created", "Updated", "Deleted"))), 0)
     assert repeated["changes"]["totals"] == {kind: {"added": 0, "removed": 0, "changed": 0}
                                              for kind in ("entities", "relationships")}
+    # Back to one shard: JupiterOne changes nothing; the report, whose shards no longer line up,
+    # says every finding left the 4 old shards and came in the new one.
+    recounted, back = publish(1, 10**9, "recounted")
+    assert recounted == one and back["counts"] == repeated["counts"]
+    moved = {"entities": sharded["published"]["sysdig_finding"],
+             "relationships": sum(sharded["published"][t] for t in FINDING_TYPES - {"sysdig_finding"})}
+    assert back["changes"]["totals"] == {kind: {"added": n, "removed": n, "changed": 0} for kind, n in moved.items()}

@@ -209,11 +209,13 @@ def load(hook: JupiterOneHook, storage: RunStorage, graph: dict, params: dict) -
     except loader.MassDeletionError as exc:
         raise AirflowFailException(str(exc)) from exc  # retrying cannot change the answer
     storage.write_json(storage.path("graph", "load.json"), result)
-    published.commit(storage, scope, rerun)
     # JupiterOne kept the partial types as they were, so their last known counts and objects still hold.
     kept = {t: c for t, c in (previous or {}).items() if t in partial}
     storage.write_json(state, {"counts": {**kept, **result["published"]}, "counts_before": previous,
                                "job_id": result["job_id"], "run_folder": str(storage.root)})
+    # After the state: a retry after a failure while committing is a re-run, which compares with
+    # "before" (still the publish before this run) and commits again.
+    published.commit(storage, scope, rerun)
     return {**result, "scope": scope, "changes": changed}
 
 

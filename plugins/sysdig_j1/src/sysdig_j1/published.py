@@ -34,14 +34,21 @@ def snapshot_files(storage: RunStorage, scope: str, generation: str, unit: str, 
     folder = storage.published_graph(scope, generation)
     if unit == parts.CORE:
         found = folder / f"{parts.CORE}.{kind}.parquet"
-        legacy = storage.legacy_published_graph(scope, kind, generation)  # kept whole, by older releases
-        return [found] if found.exists() else [legacy] if legacy.exists() else []
+        return [found] if found.exists() else []
     return [path for _, path in storage.pages(folder / unit, f".{kind}.parquet")]
 
 
 def reader(storage: RunStorage, scope: str, generation: str, unit: str, kind: str) -> changes.Reader | None:
-    """A unit's snapshot of one kind, read as little as each question needs."""
+    """A unit's snapshot of one kind, read as little as each question needs. Older releases kept
+    a generation whole, in one file: its core types stand in for the core (the sharded types,
+    there too, are compared with nothing, once)."""
     readers = [file_reader(storage, path) for path in snapshot_files(storage, scope, generation, unit, kind)]
+    legacy = storage.legacy_published_graph(scope, kind, generation)
+    if unit == parts.CORE and not readers and legacy.exists():
+        whole = file_reader(storage, legacy)
+        core_types = sorted(set(whole(["_type"])["_type"].unique()) - SHARDED_TYPES)
+        return lambda columns=None, keys=None, types=None: whole(
+            columns, keys=keys, types=core_types if types is None else sorted(set(types) & set(core_types)))
     if not readers:
         return None
 
@@ -105,12 +112,17 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
         if unit != parts.CORE:
             gone = {kind: changes.removed(before[kind], now_keys[kind], partial) for kind in parts.KINDS}
             add(f"{unit}/removed", gone, pd.DataFrame(), LISTED)
-    if set(partial) & SHARDED_TYPES:  # JupiterOne kept them: so do their snapshots
-        latest = storage.published_graph(scope, baseline)
-        for _, path in storage.pages(latest, ".parquet"):
-            name = str(path)[len(str(latest)):].strip("/")
-            if "/" in name and name.rsplit("/", 1)[0] not in units:  # (a part of a unit not built now)
-                _copy(path, pending / name)
+    # Units of the baseline not built now: kept as they were if JupiterOne kept their types
+    # (a failed shard), else all of it is gone (findings switched off or none left, shards recounted).
+    latest = storage.published_graph(scope, baseline)
+    kept = set(partial) & SHARDED_TYPES
+    for unit in sorted({name.rsplit("/", 1)[0] for name in _names(storage, latest) if "/" in name} - set(units)):
+        if kept:
+            for name in _names(storage, latest / unit):
+                _copy(latest / unit / name, pending / unit / name)
+        else:
+            add(f"{unit}/removed", {kind: changes.removed(reader(storage, scope, baseline, unit, kind), [], partial)
+                                    for kind in parts.KINDS}, pd.DataFrame(), LISTED)
     return changes.report(found_by_kind["entities"], found_by_kind["relationships"], security)
 
 
@@ -125,9 +137,13 @@ def commit(storage: RunStorage, scope: str, rerun: bool) -> None:
 def _replace(storage: RunStorage, source, target) -> None:
     """`target` becomes a copy of `source` (a folder; nothing when there is no `source`)."""
     storage.reset(target)
-    if source.exists():
-        for _, path in storage.pages(source, ".parquet"):
-            _copy(path, target / str(path)[len(str(source)):].strip("/"))
+    for name in _names(storage, source):
+        _copy(source / name, target / name)
+
+
+def _names(storage: RunStorage, folder) -> list[str]:
+    """The snapshot files under `folder`, relative to it."""
+    return [str(path)[len(str(folder)):].strip("/") for _, path in storage.pages(folder, ".parquet")]
 
 
 def _copy(source, target) -> None:

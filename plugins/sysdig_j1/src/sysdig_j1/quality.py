@@ -284,8 +284,9 @@ def summary(report: dict) -> str:
     failed = [r for r in report["results"] if not r["success"]]
     lines = [f"{len(failed)} of {report['evaluated']} data-quality checks failed:"]
     for row in failed:
+        percent = "" if row["unexpected_percent"] is None else f" ({row['unexpected_percent']:.1f}%)"
         detail = row["error"] or (
-            f"{row['unexpected_count']} unexpected ({row['unexpected_percent']:.1f}%) in "
+            f"{row['unexpected_count']} unexpected{percent} in "
             f"{', '.join(row['keys'])}{' ...' if row['unexpected_count'] > len(row['keys']) else ''}; "
             f"values e.g. {row['examples']}"
         )
