@@ -9,8 +9,9 @@ them "latest" once JupiterOne has accepted the publish.
 
 A shard's unit lines up with the same shard of the last publish because a result stays in its
 shard (`findings.Shard`) as long as the number of shards stays the same; the folder names carry
-that number, so after it changed the sharded types are compared with nothing, once (a warning
-says so; what is published does not depend on it).
+that number, so after it changed, every object of the sharded types is reported as removed from
+the old shards and added in the new ones, once (a warning says so; what is published does not
+depend on it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def snapshot_files(storage: RunStorage, scope: str, generation: str, unit: str, 
 def reader(storage: RunStorage, scope: str, generation: str, unit: str, kind: str) -> changes.Reader | None:
     """A unit's snapshot of one kind, read as little as each question needs. Older releases kept
     a generation whole, in one file: its core types stand in for the core (the sharded types,
-    there too, are compared with nothing, once)."""
+    there too, are reported as added, once)."""
     readers = [file_reader(storage, path) for path in snapshot_files(storage, scope, generation, unit, kind)]
     legacy = storage.legacy_published_graph(scope, kind, generation)
     if unit == parts.CORE and not readers and legacy.exists():
@@ -93,8 +94,8 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
     for unit, unit_parts in units.items():
         before = {kind: reader(storage, scope, baseline, unit, kind) for kind in parts.KINDS}
         if unit != parts.CORE and before["entities"] is None and _other_shard_counts(storage, scope, baseline, unit):
-            log.warning("%s: the number of shards changed since the last publish; its types are compared with "
-                        "nothing this once (reported as added)", unit)
+            log.warning("%s: the number of shards changed since the last publish; this once, the change report "
+                        "has every object of its types leave the old shards and come in the new ones", unit)
         now_keys: dict[str, list[pa.Array]] = {kind: [] for kind in parts.KINDS}
         for part in unit_parts:
             snapshots = {kind: changes.snapshot(parts.read(storage, part, kind)) for kind in parts.KINDS}
