@@ -47,7 +47,7 @@ def parts(storage: RunStorage) -> list[Part]:
     found = [Part(CORE, CORE)]
     for _, path in storage.pages(storage.path("graph"), ".entities.parquet"):
         name = str(path)[len(str(storage.path("graph"))):].strip("/").removesuffix(".entities.parquet")
-        if name != "entities" and "/" in name:  # (the core's own file is graph/entities.parquet)
+        if "/" in name:  # a shard's part (the core's own file, graph/entities.parquet, does not match)
             found.append(Part(name.rsplit("/", 1)[0], name))
     return found
 
