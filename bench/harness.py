@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -23,7 +24,9 @@ def emulator_process(module: str, *args: str, ready_path: str) -> Iterator[tuple
     """Run `python -m <module> --port <free port> <args>`; yield (base URL, pid) once `ready_path`
     answers; stop it afterwards."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args], stdout=subprocess.DEVNULL)
+    # (run from this folder, so that the benchmarks' own servers are modules too)
+    process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port), *args], stdout=subprocess.DEVNULL,
+                               cwd=os.path.dirname(os.path.abspath(__file__)))
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
