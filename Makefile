@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Installed site-packages are compiled once; without .pyc every Airflow process is ~2x slower.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install browser run test bench schemas lock compose-check clean
+.PHONY: install browser graphviz run test bench schemas lock compose-check clean
 
 $(VENV)/.installed: requirements.lock plugins/sysdig_j1/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,15 +17,19 @@ $(VENV)/.installed: requirements.lock plugins/sysdig_j1/pyproject.toml
 install: $(VENV)/.installed
 
 ## Start both emulators, run the DAG end to end, print what JupiterOne now holds.
-run: install
+run: install graphviz
 	$(BIN)/python -m sysdig_j1.demo
 
 ## Debian's chromium, for the test that renders the run report in a real headless browser.
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
+## Debian's graphviz: `dot` lays out the graph picture of the run report (the image installs it too).
+graphviz:
+	command -v dot >/dev/null || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null)
+
 ## The whole test suite (.ci/run calls exactly this).
-test: install browser
+test: install browser graphviz
 	$(BIN)/python -m pytest
 
 ## Benchmarks (print tables, not tests): extraction vs the original integration's call pattern,

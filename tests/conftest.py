@@ -152,3 +152,18 @@ def expected_findings(spec: OrgSpec, stages: tuple[str, ...] = ("runtime",),
             names += [v["name"] for v in result["vulnerabilities"].values() if v["severity"] in severities]
     cves = [name for name in names if name.startswith("CVE-")]
     return {"findings": len(names), "cve_relationships": len(cves), "cves": len(set(cves))}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium (`make test` installs it), driven by Playwright: what a person sees."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    binary = shutil.which("chromium")
+    assert binary, "chromium is missing: `make test` installs Debian's chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()

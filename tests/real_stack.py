@@ -8,6 +8,7 @@ machines would.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -28,6 +29,7 @@ COMPONENTS = {
     **{f"worker-{n}": ["celery", "worker", "--concurrency", "2", "--celery-hostname", f"worker-{n}@%h"]
        for n in (1, 2)},
 }
+ADMIN = "admin"  # the stack's one user, signed in with a password made per stack
 
 
 def worker_hostname() -> str:
@@ -90,9 +92,10 @@ def redis(folder: Path) -> Iterator[str]:
 class Airflow:
     """The Airflow processes of one stack and a REST client for its public API."""
 
-    def __init__(self, home: Path, env: dict[str, str], api_port: int) -> None:
-        self.home, self.env, self.api_port = home, env, api_port
+    def __init__(self, home: Path, env: dict[str, str], api_port: int, password: str) -> None:
+        self.home, self.env, self.api_port, self.password = home, env, api_port, password
         self.url = f"http://127.0.0.1:{api_port}"
+        self._token: str | None = None
         self.logs = home / "process-logs"
         self.processes: dict[str, subprocess.Popen] = {}
 
@@ -141,9 +144,18 @@ class Airflow:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
 
-    # -- the public REST API (every caller is an admin in this stack) -----------------------------
+    # -- the public REST API, as the admin user ----------------------------------------------------
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        return requests.request(method, f"{self.url}/api/v2{path}", timeout=30, **kwargs)
+        return requests.request(method, f"{self.url}/api/v2{path}", timeout=30, headers=self.signed_in(), **kwargs)
+
+    def signed_in(self) -> dict[str, str]:
+        """The headers of a request as the admin (signed in once, through the auth manager's token route)."""
+        if self._token is None:
+            login = requests.post(f"{self.url}/auth/token", json={"username": ADMIN, "password": self.password},
+                                  timeout=30)
+            login.raise_for_status()
+            self._token = login.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
 
     def ok(self, method: str, path: str, **kwargs) -> dict:
         response = self.api(method, path, **kwargs)
@@ -170,7 +182,9 @@ def stack(folder: Path, repo: Path, extra_env: dict[str, str]) -> Iterator[Airfl
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
             "AIRFLOW__CORE__AUTH_MANAGER":
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # a signed-in admin, as docker-compose.yaml has it (its password in the file below)
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -182,7 +196,9 @@ def stack(folder: Path, repo: Path, extra_env: dict[str, str]) -> Iterator[Airfl
             "GX_ANALYTICS_ENABLED": "false",
             **extra_env,
         }
-        airflow = Airflow(home, env, api_port)
+        password = secrets.token_urlsafe(12)
+        (home / "passwords.json").write_text(json.dumps({ADMIN: password}))
+        airflow = Airflow(home, env, api_port, password)
         airflow.cli("db", "migrate")
         airflow.python("-m", "sysdig_j1.pools")  # as docker-compose's airflow-init does
         airflow.start()

@@ -58,7 +58,8 @@ def test_a_publish_reports_and_alerts_on_exactly_what_changed(dag, start_sysdig,
         "memberships_added": [f"sysdig_team:{t}|has|sysdig_user:{ADMIN}" for t in (20000, 20001, 20002)],
         "memberships_removed": sorted([f"sysdig_team:{LEFT_TEAM}|has|sysdig_user:{LEAVER}", *removed_team_members]),
         "membership_roles_changed": [], "teams_added": [], "teams_removed": [f"sysdig_team:{REMOVED_TEAM}"],
-        "image_scans_failing_policy": [], "critical_findings_opened": [], "findings_risk_accepted": [],
+        "image_scans_failing_policy": [], "critical_findings_opened": [], "high_findings_opened": [],
+        "findings_risk_accepted": [],
     }
     changed = {c["_key"]: c["properties"] for kind in ("entities", "relationships")
                for type_ in report[kind].values() for c in type_["changed"]}

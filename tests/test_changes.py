@@ -77,7 +77,7 @@ def test_security_call_outs():
     teams_before = frame({"_key": "sysdig_team:7", "_type": "sysdig_team", "name": "a"})
     scans_after = frame({"_key": "sysdig_image_scan:x", "_type": "sysdig_image_scan", "policyStatus": "failed"},
                         {"_key": "sysdig_image_scan:y", "_type": "sysdig_image_scan", "policyStatus": "passed"})
-    # a: its risk acceptance ended; b: new; c: accepted now; d: new but accepted; e: new, not critical
+    # a: its risk acceptance ended; b: new; c: accepted now; d: new but accepted; e: new, high
     findings_before = frame(finding("a", "critical", False), finding("c", "high", True))
     findings_after = frame(finding("a", "critical", True), finding("b", "critical", True), finding("c", "high", False),
                            finding("d", "critical", False), finding("e", "high", True))
@@ -104,6 +104,7 @@ def test_security_call_outs():
         "teams_added": [], "teams_removed": ["sysdig_team:7"],
         "image_scans_failing_policy": ["sysdig_image_scan:x"],
         "critical_findings_opened": ["sysdig_finding:a", "sysdig_finding:b"],
+        "high_findings_opened": ["sysdig_finding:e"],
         "findings_risk_accepted": ["sysdig_finding:c"],
     }
     assert document["totals"] == {"entities": {"added": 6, "removed": 2, "changed": 5},

@@ -27,7 +27,7 @@ from conftest import (
     expected_findings,
     storage_text,
 )
-from real_stack import deploy_rules, stack, unpause, wait_for
+from real_stack import ADMIN, deploy_rules, stack, unpause, wait_for
 
 from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
 from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS, SysdigEmulator
@@ -226,6 +226,27 @@ def test_the_dag_and_every_task_carry_docs_for_the_ui(world):
     tasks = airflow.ok("GET", f"/dags/{DAG}/tasks")["tasks"]
     undocumented = [t["task_id"] for t in tasks if not t["doc_md"]]
     assert len(tasks) == len(EXTRACTS) + 7 and not undocumented, undocumented
+
+
+def test_a_signed_in_user_finds_the_run_report_in_its_graph_changes_tab(world, first_run, browser):
+    airflow, _, _, _ = world
+    report = f"{airflow.url}/sysdig-j1/runs/{DAG}/{first_run}"
+    assert requests.get(report, timeout=30).status_code == 401  # no login, no report
+
+    page = browser.new_page()
+    page.goto(f"{airflow.url}/dags/{DAG}/runs/{first_run}/plugin/graph-changes")
+    page.fill("input[name=username]", ADMIN)  # Airflow's sign-in page first
+    page.fill("input[name=password]", airflow.password)
+    page.click("button[type=submit]")
+    shown = page.frame_locator("iframe").locator("h1")
+    shown.wait_for(timeout=60_000)
+    assert shown.inner_text() == f"Sysdig → JupiterOne: {SCOPE}"
+    assert "baseline" in page.frame_locator("iframe").locator("#baseline").inner_text()
+    assert page.get_by_text("Graph changes").first.is_visible()  # the run's tab
+    page.close()
+
+    missing = requests.get(f"{airflow.url}/sysdig-j1/runs/{DAG}/no-such-run", headers=airflow.signed_in(), timeout=30)
+    assert missing.status_code == 404 and "there is no such run" in missing.text
 
 
 # -- minutes, not a day: the audit watcher in the triggerer, the quick sync on the Celery worker ----

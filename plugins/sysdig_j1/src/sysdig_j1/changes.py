@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sysdig_j1.model import FINDING, IMAGE_SCAN, RELATIONSHIPS, TEAM, USER
+from sysdig_j1.model import FINDING, IMAGE_SCAN, RELATIONSHIPS, SERVICE_ACCOUNT, TEAM, USER
 
 KINDS = ("entities", "relationships")
 WHATS = ("added", "removed", "changed")
@@ -105,7 +105,7 @@ def compare(before: Reader | None, after: pd.DataFrame, partial: Iterable[str] =
         was_rows, now_rows = (f.reindex(index=suspects, columns=columns) for f in (was_rows, now_rows))
         types = now["_type"].set_axis(now["_key"]).reindex(suspects)
         for key, type_, was, is_ in zip(suspects, types, was_rows.to_dict("records"), now_rows.to_dict("records")):
-            properties = {name: [_plain(was[name]), _plain(is_[name])] for name in columns if not _same(was[name], is_[name])}
+            properties = {name: [plain(was[name]), plain(is_[name])] for name in columns if not _same(was[name], is_[name])}
             if properties:
                 entry(type_)["changed"].append({"_key": key, "properties": properties})
     return dict(sorted(report.items()))
@@ -192,13 +192,16 @@ def security_changes(entities: dict, relationships: dict, published: pd.DataFram
     is its entity frame)."""
     users, teams = entities.get(USER.type, {}), entities.get(TEAM.type, {})
     members, scans = relationships.get(MEMBERSHIP, {}), entities.get(IMAGE_SCAN.type, {})
-    failing: set[str] = set()
-    if "policyStatus" in published:
-        failing = set(published.loc[(published["policyStatus"] == FAILING_POLICY).fillna(False).astype(bool), "_key"])
-    findings, critical_open = entities.get(FINDING.type, {}), set()
-    if {"severity", "open"} <= set(published.columns):
-        rows = (published["severity"] == "critical").fillna(False) & published["open"].fillna(False)
-        critical_open = set(published.loc[rows.astype(bool), "_key"])
+    failing = set(_keys(published, IMAGE_SCAN.type, policyStatus=FAILING_POLICY))
+    findings = entities.get(FINDING.type, {})
+    open_by_severity = {severity: set(_keys(published, FINDING.type, severity=severity, open=True))
+                        for severity in ("critical", "high")}
+
+    def opened(severity: str) -> list[str]:
+        """New open findings of a severity, and ones open again (their risk acceptance ended)."""
+        found = open_by_severity[severity]
+        return sorted([key for key in findings.get("added", []) if key in found]
+                      + [key for key in changed(findings, "open", False, True) if key in found])
 
     def changed(type_changes: dict, name: str, before: object, after: object) -> list[str]:
         return [c["_key"] for c in type_changes.get("changed", [])
@@ -225,27 +228,51 @@ def security_changes(entities: dict, relationships: dict, published: pd.DataFram
             + [c["_key"] for c in scans.get("changed", [])
                if c["properties"].get("policyStatus", [None, None])[1] == FAILING_POLICY]
         ),
-        # new open critical findings, and critical ones open again (their risk acceptance ended)
-        "critical_findings_opened": sorted(
-            [key for key in findings.get("added", []) if key in critical_open]
-            + [key for key in changed(findings, "open", False, True) if key in critical_open]
-        ),
+        "critical_findings_opened": opened("critical"),
+        "high_findings_opened": opened("high"),
         "findings_risk_accepted": changed(findings, "open", True, False),
     }
 
 
+def security_state(entities: pd.DataFrame, relationships: pd.DataFrame) -> dict:
+    """What a security team looks at first in a graph (a scope's first publish, its baseline,
+    shows it instead of changes): admins, admin service accounts whose token never expires, users
+    in no team, image scans failing policy. From the core part's frames: none of these types is
+    sharded."""
+    members = relationships.loc[relationships["_type"] == MEMBERSHIP, "_toEntityKey"] \
+        if "_toEntityKey" in relationships else pd.Series(dtype=object)
+    users = _keys(entities, USER.type)
+    return {
+        "admins": _keys(entities, USER.type, admin=True),
+        "admin_service_accounts_never_expiring": _keys(entities, SERVICE_ACCOUNT.type, admin=True, neverExpires=True),
+        "users_in_no_team": sorted(set(users) - set(members)),
+        "images_failing_policy": _keys(entities, IMAGE_SCAN.type, policyStatus=FAILING_POLICY),
+    }
+
+
+def _keys(frame: pd.DataFrame, type_: str, **equal: object) -> list[str]:
+    """The sorted `_key`s of the frame's entities of a type whose properties have these values
+    (none when the frame lacks a property)."""
+    if not {"_key", "_type", *equal} <= set(frame.columns):
+        return []
+    rows = frame["_type"] == type_
+    for name, value in equal.items():
+        rows &= (frame[name] == value).fillna(False).astype(bool)
+    return sorted(frame.loc[rows, "_key"])
+
+
 # -- comparing values ------------------------------------------------------------------------------
 def _same(a: object, b: object) -> bool:
-    a, b = _plain(a), _plain(b)
+    a, b = plain(a), plain(b)
     return (a is None and b is None) or (a is not None and b is not None and a == b)
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
     """A JSON-safe Python value; pandas' missing values become None."""
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [plain(v) for v in value.tolist()]
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return None
     return value.item() if isinstance(value, np.generic) else value

@@ -131,6 +131,9 @@ class EntityType:
     # Further resources whose records are entities of this type too: listed by other endpoints,
     # under other permissions (team service accounts), so each can be skipped or switched off alone.
     more_resources: tuple[str, ...] = ()
+    # What the change report shows of an entity beside its displayName (and its webLink, if it
+    # has one), in this order; a property in REFERS_TO shows the name of the entity it refers to.
+    shown: tuple[str, ...] = ()
 
     @property
     def resources(self) -> tuple[str, ...]:
@@ -241,6 +244,7 @@ USER = EntityType(
     type="sysdig_user",
     cls="User",
     resource="users",
+    shown=("email",),
     key_source="id",
     key_type="integer",
     description="A Sysdig user, from /platform/v1/users enriched by /api/v2/users/light.",
@@ -316,6 +320,7 @@ IMAGE_SCAN = EntityType(
     type="sysdig_image_scan",
     cls="Assessment",
     resource="image_scans",
+    shown=("stage", "policyStatus"),
     # resultId for Vulnerability Management results; legacy resultsDirect rows only have imageId.
     key_source=("resultId", "imageId"),
     description="A container image scan result (runtime, pipeline or registry; or legacy scanning).",
@@ -356,6 +361,7 @@ FINDING = EntityType(
     type="sysdig_finding",
     cls="Finding",
     resource="findings",
+    shown=("severity", "cisaKev", "packageName", "packageVersion", "imageScanId"),
     # Sysdig's reference ids are local to one response, so the key is computed from what the
     # finding is: see `findings.finding_id`.
     key_source="findingId",
@@ -454,6 +460,7 @@ SERVICE_ACCOUNT = EntityType(
     type="sysdig_service_account",
     cls="User",
     resource="service_accounts",
+    shown=("teamId", "systemRoles", "neverExpires"),
     more_resources=("team_service_accounts",),
     key_source="id",
     key_type="integer",
@@ -484,6 +491,7 @@ ACCESS_KEY = EntityType(
     type="sysdig_access_key",
     cls="AccessKey",
     resource="access_keys",
+    shown=("teamId", "agentLimit", "enabled"),
     key_source="id",
     key_type="integer",
     description="An agent access key, from /platform/v1/access-keys: what a Sysdig agent presents to join the "
@@ -773,6 +781,9 @@ RESOURCES: tuple[str, ...] = ("account", "users", "teams", "team_memberships", "
 # What cannot be switched off (connection extra disabled_resources): every other type hangs off it.
 CANNOT_SWITCH_OFF: tuple[str, ...] = ("account",)
 MAPPED_TARGETS: tuple[MappedTarget, ...] = tuple(dict.fromkeys(r.target for r in RELATIONSHIPS if r.mapped))
+# Properties holding another entity's id (`<type>:<id>` is its key): what the change report names
+# them, and the type. `EntityType.shown` may list them.
+REFERS_TO: dict[str, tuple[str, EntityType]] = {"teamId": ("team", TEAM), "imageScanId": ("image", IMAGE_SCAN)}
 
 
 def partial_types(missing_resources: set[str]) -> tuple[set[str], set[str]]:

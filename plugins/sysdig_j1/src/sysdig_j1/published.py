@@ -21,7 +21,7 @@ import logging
 import pandas as pd
 import pyarrow as pa
 
-from sysdig_j1 import changes, parts
+from sysdig_j1 import callouts, changes, parts
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.transform import SHARDED_TYPES
 
@@ -90,6 +90,9 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
         if listed is not None:  # a part of a sharded type: its complete lists
             storage.write_json(folder / f"{name}.json", found)
 
+    # A scope's first publish is its baseline: nothing is called out as a change, its state is shown.
+    first = all(reader(storage, scope, baseline, parts.CORE, kind) is None for kind in parts.KINDS)
+    state: dict[str, list] = {}
     units = parts.units(storage)
     for unit, unit_parts in units.items():
         before = {kind: reader(storage, scope, baseline, unit, kind) for kind in parts.KINDS}
@@ -100,6 +103,7 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
         for part in unit_parts:
             snapshots = {kind: changes.snapshot(parts.read(storage, part, kind)) for kind in parts.KINDS}
             if unit == parts.CORE:
+                state = changes.security_state(snapshots["entities"], snapshots["relationships"])
                 add(part.name, {kind: changes.compare(before[kind], snapshots[kind], partial) for kind in parts.KINDS},
                     snapshots["entities"], None)
             else:
@@ -124,7 +128,30 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
         else:
             add(f"{unit}/removed", {kind: changes.removed(reader(storage, scope, baseline, unit, kind), [], partial)
                                     for kind in parts.KINDS}, pd.DataFrame(), LISTED)
-    return changes.report(found_by_kind["entities"], found_by_kind["relationships"], security)
+    if first:
+        security = {}
+    document = changes.report(found_by_kind["entities"], found_by_kind["relationships"], security)
+    labels, summaries = callouts.describe(lookup(storage, scope, ["pending", baseline]), {**security, **state})
+    return {**document, "baseline": first, "state": state, "labels": labels, "summaries": summaries}
+
+
+def lookup(storage: RunStorage, scope: str, generations: list[str]) -> callouts.Lookup:
+    """Rows of a scope's snapshots by key, from the first of `generations` that holds each."""
+    def rows(kind: str, keys: list[str], columns: list[str]) -> pd.DataFrame:
+        found, wanted = [], set(keys)
+        for generation in generations:
+            files = [path for _, path in storage.pages(storage.published_graph(scope, generation), f".{kind}.parquet")]
+            legacy = storage.legacy_published_graph(scope, kind, generation)
+            for path in files + ([legacy] if legacy.exists() else []):
+                if not wanted:
+                    break
+                have = [c for c in columns if c in storage.parquet_columns(path)]
+                frame = storage.read_parquet(path, columns=have, filters=[("_key", "in", sorted(wanted))])
+                found.append(frame)
+                wanted -= set(frame["_key"])
+        return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=columns)
+
+    return rows
 
 
 def commit(storage: RunStorage, scope: str, rerun: bool) -> None:
