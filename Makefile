@@ -8,17 +8,19 @@ export UV_COMPILE_BYTECODE := 1
 
 .PHONY: install browser graphviz run test bench schemas lock compose-check clean
 
-$(VENV)/.installed: requirements.lock plugins/sysdig_j1/pyproject.toml
+# Development: production's pins plus the tools (requirements-dev.lock), the provider and the
+# emulators, both editable. (The production image installs requirements.lock and the provider only.)
+$(VENV)/.installed: requirements-dev.lock plugins/sysdig_j1/pyproject.toml emulators/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock -e plugins/sysdig_j1
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements-dev.lock -e plugins/sysdig_j1 -e emulators
 	touch $@
 
 install: $(VENV)/.installed
 
 ## Start both emulators, run the DAG end to end, print what JupiterOne now holds.
 run: install graphviz
-	$(BIN)/python -m sysdig_j1.demo
+	$(BIN)/python -m sysdig_j1_emulators.demo
 
 ## Debian's chromium, for the test that renders the run report in a real headless browser.
 browser:
@@ -49,9 +51,11 @@ bench: install
 schemas: install
 	$(BIN)/python -m sysdig_j1.schemas include/schemas README.md
 
-## Re-pin every dependency after editing requirements.in.
+## Re-pin every dependency after editing requirements.in or requirements-dev.in: production
+## first, then development constrained by it (so both pin the same versions).
 lock: install
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile requirements-dev.in --python-version 3.11 -o requirements-dev.lock
 
 compose-check: install
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml

@@ -40,7 +40,7 @@ CONCURRENCY = 8
 def emulator(users: int, teams: int, scans: int, latency: float, rate_limit: int | None = None):
     args = ["--token", TOKEN, "--users", str(users), "--teams", str(teams), "--scans", str(scans),
             "--latency", str(latency), *(["--rate-limit-per-minute", str(rate_limit)] if rate_limit else [])]
-    with emulator_process("sysdig_j1.emulators.sysdig", *args, ready_path="/_emulator/stats") as (url, _):
+    with emulator_process("sysdig_j1_emulators.sysdig", *args, ready_path="/_emulator/stats") as (url, _):
         yield url
 
 

@@ -122,7 +122,7 @@ def measure(results: int, packages: int, latency: float) -> dict:
             str(packages), "--latency", str(latency)]
     row: dict = {"results": results}
     with tempfile.TemporaryDirectory() as folder, \
-            emulator_process("sysdig_j1.emulators.sysdig", *args, ready_path="/_emulator/stats") as (sysdig, _):
+            emulator_process("sysdig_j1_emulators.sysdig", *args, ready_path="/_emulator/stats") as (sysdig, _):
         requests.get(f"{sysdig}/secure/vulnerability/v1/runtime-results", timeout=600,
                      headers={"Authorization": f"Bearer {TOKEN}"}, params={"limit": 1})  # warm the catalogue
         run_step("before-findings", folder, sysdig)

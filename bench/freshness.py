@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from real_stack import deploy_rules, stack, unpause, wait_for  # noqa: E402
 
-from sysdig_j1.emulators.jupiterone import JupiterOneEmulator  # noqa: E402
-from sysdig_j1.emulators.sysdig import SysdigEmulator  # noqa: E402
-from sysdig_j1.emulators.sysdig_org import OrgSpec  # noqa: E402
+from sysdig_j1_emulators.jupiterone import JupiterOneEmulator  # noqa: E402
+from sysdig_j1_emulators.sysdig import SysdigEmulator  # noqa: E402
+from sysdig_j1_emulators.sysdig_org import OrgSpec  # noqa: E402
 
 TOKEN, ACCOUNT, KEY = "bench-token", "bench-account", "bench-key"
 DAG, QUICK, SCOPE = "sysdig_jupiterone", "sysdig_jupiterone_quick", "sysdig-j1:5000001"

@@ -41,7 +41,7 @@ def main() -> None:
     shape = {"users": 10, "scans": 0, "teams": args.teams, "team-service-accounts": 5, "service-accounts": 200,
              "access-keys": 2_000, "roles": 50, "zones": 100, "ip-filters": 500, "clusters": 100, "hosts": args.hosts}
     flags = [item for name, value in shape.items() for item in (f"--{name}", str(value))]
-    with emulator_process("sysdig_j1.emulators.sysdig", "--token", TOKEN, "--latency", str(args.latency), *flags,
+    with emulator_process("sysdig_j1_emulators.sysdig", "--token", TOKEN, "--latency", str(args.latency), *flags,
                           ready_path="/_emulator/stats") as (url, _):
         os.environ["AIRFLOW_CONN_SYSDIG_DEFAULT"] = json.dumps(
             {"conn_type": "sysdig", "host": url, "password": TOKEN, "extra": {"max_concurrency": CONCURRENCY}})

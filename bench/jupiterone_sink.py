@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from sysdig_j1.emulators.http import Request, Response
-from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE, JupiterOneEmulator, SyncJob
+from sysdig_j1_emulators.http import Request, Response
+from sysdig_j1_emulators.jupiterone import MAPPER_SCOPE, JupiterOneEmulator, SyncJob
 
 
 def _digest(text: str) -> bytes:

@@ -118,7 +118,7 @@ class Emulator:
 @contextmanager
 def jupiterone_emulator() -> Iterator[Emulator]:
     args = ["--account", ACCOUNT, "--api-key", API_KEY]
-    with emulator_process("sysdig_j1.emulators.jupiterone", *args, ready_path="/_emulator/jobs") as (url, pid):
+    with emulator_process("sysdig_j1_emulators.jupiterone", *args, ready_path="/_emulator/jobs") as (url, pid):
         yield Emulator(url, pid)
 
 

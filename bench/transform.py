@@ -73,14 +73,14 @@ class Measurement:
 # sysdig_j1 is imported inside the functions: the spawned child re-imports this module, and should
 # load only what the transform needs, so its peak RSS is the transform's.
 def _pages(indices: Sequence[int], render: Callable[[int], dict]) -> Iterator[list[dict]]:
-    from sysdig_j1.emulators.sysdig_org import page
+    from sysdig_j1_emulators.sysdig_org import page
 
     for offset in range(0, len(indices), PAGE_SIZE):
         yield [render(i) for i in page(indices, offset, PAGE_SIZE)]
 
 
 def _write_organisation(storage_url: str, users: int, teams: int, scans: int) -> None:
-    from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
+    from sysdig_j1_emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
     from sysdig_j1.hooks.storage import RunStorage
     from sysdig_j1.raw import write_page
     from sysdig_j1.scrub import Scrubber

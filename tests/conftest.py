@@ -23,9 +23,9 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
 os.environ["SYSDIG_J1_TASK_RETRIES"] = "0"  # a failing task fails now instead of after retry delays
 
-from sysdig_j1.emulators.jupiterone import JupiterOneEmulator  # noqa: E402
-from sysdig_j1.emulators.sysdig import SysdigEmulator  # noqa: E402
-from sysdig_j1.emulators.sysdig_org import OrgSpec  # noqa: E402
+from sysdig_j1_emulators.jupiterone import JupiterOneEmulator  # noqa: E402
+from sysdig_j1_emulators.sysdig import SysdigEmulator  # noqa: E402
+from sysdig_j1_emulators.sysdig_org import OrgSpec  # noqa: E402
 
 SYSDIG_TOKEN = "test-sysdig-token"
 J1_ACCOUNT, J1_KEY = "test-j1-account", "test-j1-key"
@@ -142,7 +142,7 @@ def expected_findings(spec: OrgSpec, stages: tuple[str, ...] = ("runtime",),
                       severities: tuple[str, ...] = ("critical", "high", "medium", "low")) -> dict:
     """What the emulator's full results hold, counted from their vulnerability maps (not from the
     packages, as the pipeline walks them): findings, findings with a CVE id, distinct CVEs."""
-    from sysdig_j1.emulators.sysdig_org import SysdigOrg
+    from sysdig_j1_emulators.sysdig_org import SysdigOrg
 
     org = SysdigOrg(spec)
     names = []

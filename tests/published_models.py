@@ -20,10 +20,10 @@ from typing import Any
 
 import jsonschema
 
-import sysdig_j1.emulators.sysdig
+import sysdig_j1_emulators.sysdig
 from sysdig_j1.model import UNPUBLISHED
 
-PUBLISHED = Path(sysdig_j1.emulators.sysdig.__file__).parent / "published"
+PUBLISHED = Path(sysdig_j1_emulators.sysdig.__file__).parent / "published"
 FACTS = json.loads((PUBLISHED / "sysdig-openapi-models.json").read_text())
 MODELS: dict[str, dict[str, dict]] = FACTS["models"]
 # Meanings the dump cannot carry (descriptions and examples of the same client), as schema keywords.

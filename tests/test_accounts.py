@@ -11,7 +11,7 @@ import requests
 from conftest import REPO, SYSDIG_TOKEN, task_states
 
 from sysdig_j1.accounts import Account, configured_accounts
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 
 
 def test_the_default_is_the_single_account_setup():

@@ -18,8 +18,8 @@ import requests
 from conftest import SYSDIG_TOKEN
 
 from sysdig_j1 import audit, pipeline
-from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig import ALL_PERMISSIONS
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.sysdig import ListingError, SysdigHook
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.triggers import SysdigAuditTrigger

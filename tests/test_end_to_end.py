@@ -26,7 +26,7 @@ from conftest import (
 )
 
 from sysdig_j1 import pipeline
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.extract import EXTRACTS
 from sysdig_j1.findings import Shard
 from sysdig_j1.hooks.jupiterone import JupiterOneHook

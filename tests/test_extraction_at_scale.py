@@ -14,7 +14,7 @@ import requests
 from conftest import SYSDIG_TOKEN
 
 from sysdig_j1 import extract
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks import sysdig as sysdig_module
 from sysdig_j1.hooks.http import ApiError, CappedRetry
 from sysdig_j1.hooks.storage import RunStorage

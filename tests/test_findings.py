@@ -19,8 +19,8 @@ from conftest import SYSDIG_TOKEN, expected_findings, task_states
 
 from sysdig_j1 import extract, pipeline
 from sysdig_j1.contract import ContractError
-from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
-from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
+from sysdig_j1_emulators.jupiterone import MAPPER_SCOPE
+from sysdig_j1_emulators.sysdig_org import OrgSpec, SysdigOrg
 from sysdig_j1.findings import Shard
 from sysdig_j1.extract import EXTRACTS
 from sysdig_j1.hooks.jupiterone import JupiterOneHook

@@ -20,10 +20,10 @@ from conftest import J1_ACCOUNT, J1_KEY, REPO, SYSDIG_TOKEN, storage_text, task_
 
 from sysdig_j1 import extract, load, monitoring, raw
 from sysdig_j1.contract import ContractError, contract_for
-from sysdig_j1.emulators.jupiterone import MAPPER_SCOPE
-from sysdig_j1.emulators.jupiterone_graphql import evaluate
-from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
-from sysdig_j1.emulators.sysdig_org import OrgSpec, SysdigOrg
+from sysdig_j1_emulators.jupiterone import MAPPER_SCOPE
+from sysdig_j1_emulators.jupiterone_graphql import evaluate
+from sysdig_j1_emulators.sysdig import ALL_PERMISSIONS
+from sysdig_j1_emulators.sysdig_org import OrgSpec, SysdigOrg
 from sysdig_j1.hooks.sysdig import Listing, ListingError, SysdigHook
 from sysdig_j1.model import RELATIONSHIPS, SEVERITIES
 from sysdig_j1.scrub import Scrubber

@@ -19,9 +19,9 @@ import pytest
 import requests
 from conftest import J1_ACCOUNT, J1_KEY, SYSDIG_TOKEN, storage_text, task_states
 
-from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
-from sysdig_j1.emulators.sysdig import SCENARIOS, SysdigEmulator, nested_secret_canaries
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.jupiterone import JupiterOneEmulator
+from sysdig_j1_emulators.sysdig import SCENARIOS, SysdigEmulator, nested_secret_canaries
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 
 SECRETS = {SYSDIG_TOKEN, J1_KEY, "CANARY", "CANARYPEMBODY", *nested_secret_canaries(OrgSpec().users)}
 USERS = "/platform/v1/users"

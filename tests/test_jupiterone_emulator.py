@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from sysdig_j1.emulators.jupiterone import FaultSettings, JupiterOneEmulator
+from sysdig_j1_emulators.jupiterone import FaultSettings, JupiterOneEmulator
 
 ACCOUNT, API_KEY = "test-account", "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}", "JupiterOne-Account": ACCOUNT}
@@ -526,7 +526,7 @@ def test_state_file_carries_graph_and_jobs_to_the_next_emulator(tmp_path: Path) 
 def test_cli_serves_with_state_file_and_fault_flags(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "sysdig_j1.emulators.jupiterone", "--port", "0", "--state", str(state),
+        [sys.executable, "-m", "sysdig_j1_emulators.jupiterone", "--port", "0", "--state", str(state),
          "--account", ACCOUNT, "--api-key", API_KEY, "--rate-limit-every", "5"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import J1_ACCOUNT, J1_KEY
 
-from sysdig_j1.emulators.jupiterone import FAILED_ENDS
+from sysdig_j1_emulators.jupiterone import FAILED_ENDS
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.load import (

@@ -12,7 +12,7 @@ import yaml
 from conftest import J1_ACCOUNT, J1_KEY, REPO
 
 from sysdig_j1 import j1ql, monitoring
-from sysdig_j1.emulators.jupiterone_graphql import ENUMS, evaluate
+from sysdig_j1_emulators.jupiterone_graphql import ENUMS, evaluate
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import GRAPHQL, JupiterOneHook
 

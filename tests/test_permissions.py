@@ -6,8 +6,8 @@ from __future__ import annotations
 import requests
 from conftest import SYSDIG_TOKEN, task_states
 
-from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig import ALL_PERMISSIONS
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 
 SCOPE = "sysdig-j1:5000001"
 TEAM_TYPES = {"sysdig_team", "sysdig_account_has_team", "sysdig_team_has_user"}

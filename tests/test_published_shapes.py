@@ -22,8 +22,8 @@ from published_models import FACTS, MODELS, inventory_page_problems, problems, r
 
 from sysdig_j1 import audit
 from sysdig_j1.contract import contracts
-from sysdig_j1.emulators.sysdig import SCENARIOS, SHAPE_BREAKING, SysdigEmulator
-from sysdig_j1.emulators.sysdig_org import OrgSpec, PlatformMixin, SysdigOrg
+from sysdig_j1_emulators.sysdig import SCENARIOS, SHAPE_BREAKING, SysdigEmulator
+from sysdig_j1_emulators.sysdig_org import OrgSpec, PlatformMixin, SysdigOrg
 from sysdig_j1.extract import EXTRACTS, Endpoint
 from sysdig_j1.model import ENTITIES, UNPUBLISHED, EntityType
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 from conftest import expected_findings, task_states
 
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 
 # the scans and, extracted from them, the findings
 SCANS = {"sysdig_image_scan", "sysdig_account_has_image_scan", "sysdig_finding", "sysdig_image_scan_identified_finding",

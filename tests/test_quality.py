@@ -15,7 +15,7 @@ import pytest
 
 from sysdig_j1 import quality
 from sysdig_j1.findings import flatten
-from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
+from sysdig_j1_emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.raw import write_page
 from sysdig_j1.scrub import Scrubber

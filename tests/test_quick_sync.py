@@ -15,7 +15,7 @@ import requests
 from conftest import REPO, task_states
 
 from sysdig_j1 import monitoring
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.jupiterone import JupiterOneHook
 from sysdig_j1.model import ENTITIES, RELATIONSHIPS, reread_with
 

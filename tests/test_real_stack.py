@@ -29,9 +29,9 @@ from conftest import (
 )
 from real_stack import ADMIN, deploy_rules, stack, unpause, wait_for
 
-from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
-from sysdig_j1.emulators.sysdig import ALL_PERMISSIONS, SysdigEmulator
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.jupiterone import JupiterOneEmulator
+from sysdig_j1_emulators.sysdig import ALL_PERMISSIONS, SysdigEmulator
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.extract import EXTRACTS
 from sysdig_j1.model import RELATIONSHIPS
 

@@ -15,7 +15,7 @@ import requests
 from conftest import J1_ACCOUNT, J1_KEY, REPO, SYSDIG_TOKEN, task_states
 
 from sysdig_j1 import quality, report
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.storage import RunStorage
 from sysdig_j1.model import ENTITIES, MAPPED_TARGETS
 
@@ -27,8 +27,8 @@ RAW_KEY = re.compile(r"sysdig_[a-z_]+:|\|has\||\b[0-9a-f]{32}\b")  # a _key, or 
 @pytest.fixture(scope="module")
 def scenario(dag, tmp_path_factory) -> dict:
     """The pages of both publishes, and the graph JupiterOne held after each."""
-    from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
-    from sysdig_j1.emulators.sysdig import SysdigEmulator
+    from sysdig_j1_emulators.jupiterone import JupiterOneEmulator
+    from sysdig_j1_emulators.sysdig import SysdigEmulator
 
     folder = tmp_path_factory.mktemp("report")
     sysdig = SysdigEmulator(OrgSpec(), token=SYSDIG_TOKEN)

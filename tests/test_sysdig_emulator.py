@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from sysdig_j1.emulators.sysdig import (SCENARIOS, SysdigEmulator, encode_cursor,
+from sysdig_j1_emulators.sysdig import (SCENARIOS, SysdigEmulator, encode_cursor,
                                         nested_secret_canaries)
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 
 TOKEN = "emulator-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -799,7 +799,7 @@ def serve_cli(*args: str) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--port", str(port), *args],
+        [sys.executable, "-m", "sysdig_j1_emulators.sysdig", "--port", str(port), *args],
         stdout=subprocess.PIPE, text=True)
     try:
         assert "listening on" in process.stdout.readline()
@@ -825,7 +825,7 @@ def test_cli_sets_a_scenario_and_its_options() -> None:
         assert faults["scenario"] == "redirect" and faults["canaries"] == ["c4n-1", "c4n-2"]
         response = requests.get(f"{base}{USERS}", headers=AUTH, allow_redirects=False, timeout=5)
         assert response.headers["Location"] == "http://elsewhere.invalid/platform/v1/users"
-    unknown = subprocess.run([sys.executable, "-m", "sysdig_j1.emulators.sysdig", "--scenario",
+    unknown = subprocess.run([sys.executable, "-m", "sysdig_j1_emulators.sysdig", "--scenario",
                               "no_such_scenario"], capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 from conftest import SYSDIG_TOKEN
 
-from sysdig_j1.emulators.sysdig_org import OrgSpec
+from sysdig_j1_emulators.sysdig_org import OrgSpec
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.sysdig import Listing, ListingError, SysdigHook, _Walk
 from sysdig_j1.regions import SYSDIG_REGIONS

@@ -1,1 +1,1 @@
-"""Sysdig Secure -> JupiterOne graph sync: hooks, data model, transforms and emulators."""
+"""Sysdig Secure -> JupiterOne graph sync: hooks, data model, transforms, publishing, UI plugin."""

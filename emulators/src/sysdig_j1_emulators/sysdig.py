@@ -12,7 +12,7 @@ records of the wrong type or shape, odd dates, secrets echoed back in values, a 
 a small rewrite of a record or a response, looked up by (scenario, route) in `_RECORD_REWRITES`
 or `_RESPONSE_REWRITES`; every other route answers as usual.
 
-Run: python -m sysdig_j1.emulators.sysdig --port 8801 --users 30 --teams 4 --seed 7
+Run: python -m sysdig_j1_emulators.sysdig --port 8801 --users 30 --teams 4 --seed 7
      [--scenario cursor_loop] [--canaries s3cret ...] [--redirect-to http://host:port]
 """
 
@@ -35,9 +35,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from sysdig_j1.emulators.http import Emulator, Handler, Request, Response
-from sysdig_j1.emulators.sysdig_audit import AuditError, AuditTrail
-from sysdig_j1.emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg, page
+from sysdig_j1_emulators.http import Emulator, Handler, Request, Response
+from sysdig_j1_emulators.sysdig_audit import AuditError, AuditTrail
+from sysdig_j1_emulators.sysdig_org import STAGES, TEAM_ID_BASE, OrgSpec, SysdigOrg, page
 
 USERS_LIGHT_MODES = ("ok", "missing", "gone")
 LEGACY_SCANNING_MODES = ("ok", "gone", "empty")

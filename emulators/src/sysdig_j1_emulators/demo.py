@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             "GX_ANALYTICS_ENABLED": "false",
         }
     )
-    from sysdig_j1.emulators.jupiterone import JupiterOneEmulator
-    from sysdig_j1.emulators.sysdig import SysdigEmulator
-    from sysdig_j1.emulators.sysdig_org import OrgSpec
+    from sysdig_j1_emulators.jupiterone import JupiterOneEmulator
+    from sysdig_j1_emulators.sysdig import SysdigEmulator
+    from sysdig_j1_emulators.sysdig_org import OrgSpec
     from sysdig_j1.hooks.storage import RunStorage, default_storage_url
 
     home.mkdir(exist_ok=True)

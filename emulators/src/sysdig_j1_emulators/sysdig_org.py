@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sysdig_j1.emulators.sysdig_results import ResultCatalogue
+from sysdig_j1_emulators.sysdig_results import ResultCatalogue
 
 USER_ID_BASE = 10000
 TEAM_ID_BASE = 20000

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sysdig_j1.emulators.http import Emulator, Request, Response
-from sysdig_j1.emulators.jupiterone_graphql import Monitoring
-from sysdig_j1.emulators.jupiterone_rules import (
+from sysdig_j1_emulators.http import Emulator, Request, Response
+from sysdig_j1_emulators.jupiterone_graphql import Monitoring
+from sysdig_j1_emulators.jupiterone_rules import (
     ENTITY,
     RELATIONSHIP,
     InvalidGraphObject,
