@@ -72,11 +72,14 @@ def test_timestamps_are_parsed_per_value(value, ms):
     assert epoch_ms(value) == ms
 
 
-def test_every_derivation_rule_declares_what_it_reads():
-    from sysdig_j1.model import RULE_READS
+def test_every_derivation_rule_is_used_and_every_rule_the_model_names_exists():
+    from sysdig_j1.model import ENTITIES, RELATIONSHIPS
     from sysdig_j1.transform import DERIVATIONS
 
-    assert set(RULE_READS) == set(DERIVATIONS)
+    named = {p.derive for owner in (*ENTITIES, *RELATIONSHIPS) for p in owner.properties if p.derive} \
+        | {r.target_key_rule for r in RELATIONSHIPS if r.target_key_rule}
+    assert named == set(DERIVATIONS)  # (transform refuses to import with a rule missing)
+    assert all(isinstance(field, str) and type_ for rule in DERIVATIONS.values() for field, type_ in rule.reads)
 
 
 def test_a_nested_field_under_a_non_object_is_named():

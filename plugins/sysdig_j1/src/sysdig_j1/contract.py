@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sysdig_j1.model import ENTITIES, RELATIONSHIPS, TOTAL_RULES, EntityType, Property, RelationshipType
+from sysdig_j1.model import ENTITIES, RELATIONSHIPS, EntityType, Property, RelationshipType
 
 # Epoch values below this are seconds (legacy scanning), above it milliseconds: 1e11 s is the
 # year 5138 and 1e11 ms is March 1973, so only ms values within three years of 1970 are misread.
@@ -287,7 +287,7 @@ def _add_properties(builder: _Builder, owner: EntityType | RelationshipType, res
             builder.add(*resource_of(name), type_, owner.type)
         if prop.api_required:
             builder.require_present(*resource_of(prop.sources[0]))
-        needs = prop.sources or (() if prop.derive in TOTAL_RULES else tuple(name for name, _ in prop.reads))
+        needs = prop.sources or (() if prop.rule is None or prop.rule.total else tuple(n for n, _ in prop.reads))
         if prop.required and needs:
             resources = {resource_of(name)[0] for name in needs}
             if len(resources) == 1:  # alternatives spread over two resources: checked after the join

@@ -15,8 +15,8 @@ source path may step into a list of objects with `[]`: `scopes[].rules` is the l
 
 The same declarations are the source contract (`contract.py`): each source field's JSON type is
 its property's type, key fields have the type `key_type` gives, the fields each derivation rule
-reads are declared in `RULE_READS`, and a required property needs one of its sources (or one of
-the fields its rule reads) to be present.
+reads are declared with the rule itself (`transform.Rule`), and a required property needs one of its
+sources (or one of the fields its rule reads) to be present.
 """
 
 from __future__ import annotations
@@ -24,46 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TYPES = ("string", "integer", "number", "boolean", "timestamp", "string[]", "integer[]")
-
-# The raw fields each derivation rule (`transform.DERIVATIONS`) reads, with their JSON types.
-RULE_READS: dict[str, tuple[tuple[str, str], ...]] = {
-    "account_name": (("customer.name", "string"), ("customer.id", "integer")),
-    "app_url": (),  # the connection's base URL, not the record
-    "user_display_name": (("firstName", "string"), ("lastName", "string"), ("email", "string")),
-    "user_active": (("activationStatus", "string"), ("light.status", "string"), ("isEnabled", "boolean"),
-                    ("light.enabled", "boolean")),
-    "user_web_link": (("id", "integer"),),
-    "team_user_count": (("id", "integer"),),  # and the memberships and users (`from_resources`)
-    "image_registry": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
-    "image_repository": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
-    "image_tag": (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string")),
-    "membership_role": (("standardTeamRole", "string"), ("customTeamRoleId", "integer")),
-    "finding_display_name": (("vulnerability.name", "string"), ("package.name", "string"),
-                             ("package.version", "string")),
-    "finding_numeric_severity": (("vulnerability.severity", "string"),),
-    "finding_open": (("riskAccept.status", "string"),),
-    "finding_risk_accepted": (("riskAccept.status", "string"),),
-    "finding_fixable": (("vulnerability.fixVersion", "string"),),
-    "finding_from_base_image": (("layer.baseImages", "string[]"),),
-    "cve_key": (("vulnerability.name", "string"),),
-    "service_account_scope": (),  # the resource it came from (`_resource`): global, or a team's
-    "service_account_admin": (("systemRoles", "string[]"), ("teamRole", "string")),
-    "never_expires": (("expirationDate", "timestamp"),),
-    "access_key_name": (("id", "integer"),),
-    "sso_name": (("integrationName", "string"), ("config.type", "string"), ("product", "string")),
-    # the documented inventory fields (arn, resourceId), else a Kubernetes node's providerID (our reading)
-    "aws_instance_id": (("metadata.arn", "string"), ("metadata.providerID", "string")),
-    "azure_vm_id": (("metadata.resourceId", "string"), ("metadata.providerID", "string")),
-    "gce_instance_link": (("metadata.resourceId", "string"), ("metadata.providerID", "string")),
-    "kube_cluster_key": (("name", "string"),),
-    "azure_resource_key": (("metadata.resourceId", "string"),),
-    "gke_cluster_key": (("metadata.resourceId", "string"), ("metadata.distribution", "string"),
-                        ("metadata.clusterId", "string")),
-}
-# Rules that answer for every record, their fields' absence included (no risk acceptance: open; no
-# fix version: not fixable), so a required property they derive requires none of their fields.
-TOTAL_RULES = frozenset({"finding_open", "finding_risk_accepted", "finding_fixable", "service_account_admin",
-                         "never_expires"})
 
 # Sysdig's severities, worst first, with the number JupiterOne's Finding class wants (0-10): the
 # lower bound of the matching CVSS v3 band, so numericSeverity sorts and filters like a CVSS score.
@@ -100,8 +60,6 @@ class Property:
             raise ValueError(f"{self.name}: unknown type {self.type!r}")
         if sum(x is not None for x in (self.source, self.derive, self.constant)) != 1:
             raise ValueError(f"{self.name}: give exactly one of source, derive, constant")
-        if self.derive is not None and self.derive not in RULE_READS:
-            raise ValueError(f"{self.name}: rule {self.derive!r} is not declared in RULE_READS")
         if self.api_required and len(self.sources) != 1:
             raise ValueError(f"{self.name}: api_required needs exactly one source field")
 
@@ -110,9 +68,16 @@ class Property:
         return (self.source,) if isinstance(self.source, str) else tuple(self.source or ())
 
     @property
+    def rule(self):
+        """Its derivation rule (`transform.Rule`: what it reads and how), None unless derived."""
+        from sysdig_j1.transform import DERIVATIONS  # the rules need pandas and the run; the model does not
+
+        return DERIVATIONS[self.derive] if self.derive else None
+
+    @property
     def reads(self) -> tuple[tuple[str, str], ...]:
         """(field, type) of what the property's derivation rule reads; () for sourced properties."""
-        return RULE_READS[self.derive] if self.derive else ()
+        return self.rule.reads if self.derive else ()
 
 
 @dataclass(frozen=True)
@@ -186,7 +151,7 @@ class RelationshipType:
     source_key_field: str | None = None
     target_key_field: str | None = None
     properties: tuple[Property, ...] = field(default_factory=tuple)
-    # Mapped relationships (target a MappedTarget): the rule in RULE_READS that turns the
+    # Mapped relationships (target a MappedTarget): the rule in transform.DERIVATIONS that turns the
     # target_key_field into the target's value (without one, the field is the value); rows with
     # a null value have no target.
     target_key_rule: str | None = None

@@ -206,54 +206,88 @@ def _gke_cluster_key(raw: pd.DataFrame, ctx: Context) -> pd.Series:
 _AZURE_VM = r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/virtualMachines/[^/]+"
 
 
-DERIVATIONS: dict[str, Callable[[pd.DataFrame, Context], pd.Series]] = {
-    "account_name": _account_name,
-    "app_url": _app_url,
-    "user_display_name": _user_display_name,
-    "user_active": _user_active,
-    "user_web_link": _user_web_link,
-    "team_user_count": _team_user_count,
-    "image_registry": _pull_string_part("registry"),
-    "image_repository": _pull_string_part("repository"),
-    "image_tag": _pull_string_part("tag"),
-    "membership_role": _membership_role,
-    "finding_display_name": _finding_display_name,
-    "finding_numeric_severity": _finding_numeric_severity,
-    "finding_open": lambda raw, ctx: ~_risk_accepted(raw),
-    "finding_risk_accepted": lambda raw, ctx: _risk_accepted(raw),
-    "finding_fixable": lambda raw, ctx: column(raw, "vulnerability.fixVersion").notna().astype("boolean"),
-    "finding_from_base_image": lambda raw, ctx: column(raw, "layer.baseImages").map(
-        lambda pulls: pulls is not None and len(pulls) > 0, na_action="ignore").astype("boolean"),
-    "cve_key": _cve_key,
-    # the resource: service_accounts (global), or team_service_accounts
-    "service_account_scope": lambda raw, ctx: (column(raw, "_resource") == "service_accounts").map(
-        {True: "global", False: "team"}).astype("string"),
-    "service_account_admin": _service_account_admin,
-    "never_expires": lambda raw, ctx: column(raw, "expirationDate").isna().astype("boolean"),
-    "access_key_name": lambda raw, ctx: "Agent access key " + as_string(column(raw, "id")),
-    "sso_name": _sso_name,
-    "aws_instance_id": _cloud_id(("metadata.arn", r"^arn:aws[a-z-]*:ec2:[^:]*:\d{12}:instance/(?P<id>i-[0-9a-f]+)$"),
-                                 ("metadata.providerID", r"^aws:///[^/]*/(?P<id>i-[0-9a-f]+)$")),
-    "azure_vm_id": _cloud_id(("metadata.resourceId", rf"(?i)^(?P<id>{_AZURE_VM})$"),
-                             ("metadata.providerID", rf"(?i)^azure://(?P<id>{_AZURE_VM})$"),
-                             build=lambda p: p["id"].str.lower()),
-    "gce_instance_link": _cloud_id(
+_PULL = (("pullString", "string"), ("mainAssetName", "string"), ("fullTag", "string"))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A derivation rule: the raw fields it reads, with their JSON types (the source contract holds
+    records to them, `contract.py`), and how it computes the values. `total`: it answers for every
+    record, its fields' absence included (no risk acceptance: open; no fix version: not fixable),
+    so a required property it derives requires none of its fields."""
+
+    reads: tuple[tuple[str, str], ...]
+    derive: Callable[[pd.DataFrame, Context], pd.Series]
+    total: bool = False
+
+
+# The rules a property's `derive` (or a mapped relationship's `target_key_rule`) names in the model.
+DERIVATIONS: dict[str, Rule] = {
+    "account_name": Rule((("customer.name", "string"), ("customer.id", "integer")), _account_name),
+    "app_url": Rule((), _app_url),  # the connection's base URL, not the record
+    "user_display_name": Rule((("firstName", "string"), ("lastName", "string"), ("email", "string")),
+                              _user_display_name),
+    "user_active": Rule((("activationStatus", "string"), ("light.status", "string"), ("isEnabled", "boolean"),
+                         ("light.enabled", "boolean")), _user_active),
+    "user_web_link": Rule((("id", "integer"),), _user_web_link),
+    "team_user_count": Rule((("id", "integer"),), _team_user_count),  # and the memberships and users (`from_resources`)
+    "image_registry": Rule(_PULL, _pull_string_part("registry")),
+    "image_repository": Rule(_PULL, _pull_string_part("repository")),
+    "image_tag": Rule(_PULL, _pull_string_part("tag")),
+    "membership_role": Rule((("standardTeamRole", "string"), ("customTeamRoleId", "integer")), _membership_role),
+    "finding_display_name": Rule((("vulnerability.name", "string"), ("package.name", "string"),
+                                  ("package.version", "string")), _finding_display_name),
+    "finding_numeric_severity": Rule((("vulnerability.severity", "string"),), _finding_numeric_severity),
+    "finding_open": Rule((("riskAccept.status", "string"),), lambda raw, ctx: ~_risk_accepted(raw), total=True),
+    "finding_risk_accepted": Rule((("riskAccept.status", "string"),), lambda raw, ctx: _risk_accepted(raw),
+                                  total=True),
+    "finding_fixable": Rule((("vulnerability.fixVersion", "string"),), lambda raw, ctx: column(
+        raw, "vulnerability.fixVersion").notna().astype("boolean"), total=True),
+    "finding_from_base_image": Rule((("layer.baseImages", "string[]"),), lambda raw, ctx: column(
+        raw, "layer.baseImages").map(lambda pulls: pulls is not None and len(pulls) > 0, na_action="ignore"
+                                     ).astype("boolean")),
+    "cve_key": Rule((("vulnerability.name", "string"),), _cve_key),
+    # the resource it came from (`_resource`): service_accounts (global), or team_service_accounts
+    "service_account_scope": Rule((), lambda raw, ctx: (column(raw, "_resource") == "service_accounts").map(
+        {True: "global", False: "team"}).astype("string")),
+    "service_account_admin": Rule((("systemRoles", "string[]"), ("teamRole", "string")), _service_account_admin,
+                                  total=True),
+    "never_expires": Rule((("expirationDate", "timestamp"),),
+                          lambda raw, ctx: column(raw, "expirationDate").isna().astype("boolean"), total=True),
+    "access_key_name": Rule((("id", "integer"),), lambda raw, ctx: "Agent access key " + as_string(column(raw, "id"))),
+    "sso_name": Rule((("integrationName", "string"), ("config.type", "string"), ("product", "string")), _sso_name),
+    # the documented inventory fields (arn, resourceId), else a Kubernetes node's providerID (our reading)
+    "aws_instance_id": Rule((("metadata.arn", "string"), ("metadata.providerID", "string")), _cloud_id(
+        ("metadata.arn", r"^arn:aws[a-z-]*:ec2:[^:]*:\d{12}:instance/(?P<id>i-[0-9a-f]+)$"),
+        ("metadata.providerID", r"^aws:///[^/]*/(?P<id>i-[0-9a-f]+)$"))),
+    "azure_vm_id": Rule((("metadata.resourceId", "string"), ("metadata.providerID", "string")), _cloud_id(
+        ("metadata.resourceId", rf"(?i)^(?P<id>{_AZURE_VM})$"),
+        ("metadata.providerID", rf"(?i)^azure://(?P<id>{_AZURE_VM})$"),
+        build=lambda p: p["id"].str.lower())),
+    "gce_instance_link": Rule((("metadata.resourceId", "string"), ("metadata.providerID", "string")), _cloud_id(
         ("metadata.resourceId", r"^//compute\.googleapis\.com/projects/(?P<project>[^/]+)/zones/(?P<zone>[^/]+)/"
                                 r"instances/(?P<name>[^/]+)$"),
         ("metadata.providerID", r"^gce://(?P<project>[^/]+)/(?P<zone>[^/]+)/(?P<name>[^/]+)$"),
         build=lambda p: ("https://www.googleapis.com/compute/v1/projects/" + p["project"] + "/zones/" + p["zone"]
-                         + "/instances/" + p["name"])),
-    "kube_cluster_key": lambda raw, ctx: "kube_cluster:" + as_string(column(raw, "name")),
-    "azure_resource_key": lambda raw, ctx: as_string(column(raw, "metadata.resourceId")).str.lower(),
-    "gke_cluster_key": _gke_cluster_key,
+                         + "/instances/" + p["name"]))),
+    "kube_cluster_key": Rule((("name", "string"),), lambda raw, ctx: "kube_cluster:" + as_string(column(raw, "name"))),
+    "azure_resource_key": Rule((("metadata.resourceId", "string"),),
+                               lambda raw, ctx: as_string(column(raw, "metadata.resourceId")).str.lower()),
+    "gke_cluster_key": Rule((("metadata.resourceId", "string"), ("metadata.distribution", "string"),
+                             ("metadata.clusterId", "string")), _gke_cluster_key),
 }
+_NAMED = {(f"{owner.type}.{p.name}", p.derive) for owner in (*ENTITIES, *RELATIONSHIPS) for p in owner.properties
+          if p.derive} | {(r.type, r.target_key_rule) for r in RELATIONSHIPS if r.target_key_rule}
+_UNDECLARED = sorted(f"{who}: {rule!r}" for who, rule in _NAMED if rule not in DERIVATIONS)
+if _UNDECLARED:
+    raise ValueError(f"the model names rules that transform.DERIVATIONS does not declare: {', '.join(_UNDECLARED)}")
 
 
 def property_values(prop: Property, raw: pd.DataFrame, ctx: Context) -> pd.Series:
     if set(prop.from_resources) & ctx.switched_off:
         values = pd.Series(pd.NA, index=raw.index, dtype="object")
     elif prop.derive:
-        values = DERIVATIONS[prop.derive](raw, ctx)
+        values = DERIVATIONS[prop.derive].derive(raw, ctx)
     elif prop.sources:
         values = first_of(raw, prop.sources)
     else:
@@ -296,7 +330,7 @@ def relationship_frame(relationship: RelationshipType, entities: dict[str, pd.Da
             raw = raw.explode(relationship.target_key_field).reset_index(drop=True)
         if relationship.mapped:  # the target is not ours: a rule may make its value, and rows without one have none
             rule = relationship.target_key_rule
-            to_keys = as_string(DERIVATIONS[rule](raw, ctx) if rule else column(raw, relationship.target_key_field))
+            to_keys = as_string(DERIVATIONS[rule].derive(raw, ctx) if rule else column(raw, relationship.target_key_field))
         else:
             to_keys = relationship.target.type + ":" + as_string(column(raw, relationship.target_key_field))
         from_keys = relationship.source.type + ":" + as_string(column(raw, relationship.source_key_field))
