@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-import numpy as np
+import msgspec
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sysdig_j1.hooks.http import ApiError
 from sysdig_j1.hooks.jupiterone import TERMINAL_STATUSES, JupiterOneHook
@@ -50,17 +51,21 @@ def type_counts(frame: pd.DataFrame) -> dict[str, int]:
 
 # -- frames -> JSON objects ---------------------------------------------------------------------
 def graph_objects(frame: pd.DataFrame) -> Iterator[dict]:
-    """Frame rows as JupiterOne objects: nulls dropped, numpy values made plain, long strings
-    cut, `_rawData` wrapped the way the data model wants it, mapped relationships given their
-    `_mapping`."""
+    """Frame rows as JupiterOne objects: nulls dropped, long strings cut, `_rawData` wrapped the
+    way the data model wants it, mapped relationships given their `_mapping`. Rows become Python
+    values through Arrow, a slice at a time (a type may have a million rows): plain ints, floats,
+    lists and None for every kind of missing value, without a Python call per value."""
     for type_, group in frame.groupby("_type", sort=False):
         group = group.dropna(axis=1, how="all")
         mapped = MAPPED.get(type_)
-        for start in range(0, len(group), ROWS_PER_SLICE):  # a slice at a time: a type may be 1M rows
-            for record in group.iloc[start : start + ROWS_PER_SLICE].to_dict("records"):
-                obj = {k: _plain(v) for k, v in record.items() if not _is_null(v)}
+        for start in range(0, len(group), ROWS_PER_SLICE):
+            table = pa.Table.from_pandas(group.iloc[start : start + ROWS_PER_SLICE], preserve_index=False)
+            long = _long_string_columns(table)
+            for record in table.to_pylist():
+                obj = {k: v for k, v in record.items() if v is not None}
                 raw = obj.pop("_rawData", None)
-                _cut_long_strings(obj)
+                if long:
+                    _cut_long_strings(obj, long)
                 if raw:
                     obj["_rawData"] = [{"name": "default", "rawData": json.loads(raw)}]
                 yield obj if mapped is None else _with_mapping(obj, mapped.target)
@@ -80,20 +85,25 @@ def _with_mapping(obj: dict, target: MappedTarget) -> dict:
     return obj
 
 
-def _is_null(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+def _long_string_columns(table: pa.Table) -> list[str]:
+    """The properties with a string (or a string in a list) longer than MAX_STRING: only their
+    values are looked at one by one."""
+    long = []
+    for name, column in zip(table.column_names, table.columns):
+        if name == "_rawData":  # not a property: trimmed only if a batch cannot hold it
+            continue
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            column = pc.list_flatten(column)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            longest = pc.max(pc.utf8_length(column)).as_py()
+            if longest is not None and longest > MAX_STRING:
+                long.append(name)
+    return long
 
 
-def _plain(value: object) -> object:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _cut_long_strings(obj: dict) -> None:
-    for name, value in obj.items():
+def _cut_long_strings(obj: dict, names: list[str]) -> None:
+    for name in names:
+        value = obj.get(name)
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, str) and len(v) > MAX_STRING for v in values):
             log.warning("%s: property %r is longer than %d characters, truncated", obj.get("_key"), name, MAX_STRING)
@@ -101,8 +111,9 @@ def _cut_long_strings(obj: dict) -> None:
             obj[name] = cut if isinstance(value, list) else cut[0]
 
 
-def serialize(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+# Airflow's own JSON library (msgspec): the same bytes as `json.dumps(obj, separators=(",", ":"),
+# ensure_ascii=False)`, in a fraction of the time, for millions of objects per publish.
+serialize = msgspec.json.Encoder().encode
 
 
 def trim_raw_data(data: bytes, target: int) -> bytes | None:

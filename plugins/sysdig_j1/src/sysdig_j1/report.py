@@ -84,7 +84,7 @@ def render(run: dict, counts_before: dict[str, int] | None, counts_after: dict[s
     document of report/changes.json. `entities`/`relationships`: (`_key`, `_type`) of every
     object, given only when the graph is small enough to draw whole."""
     labels = changes.get("labels", {})
-    state = _section("state", "Security state", STATE, changes.get("state", {}), labels, {})
+    state = _section("state", "Security state", STATE, changes.get("state", {}), labels, {}, every=True)
     if changes.get("baseline"):
         body = ["<p class='banner' id='baseline'>This is the <strong>baseline</strong>: the first publish of this "
                 "scope. Nothing is listed as added; changes are listed from the next publish on.</p>", state]
@@ -110,8 +110,11 @@ def render(run: dict, counts_before: dict[str, int] | None, counts_after: dict[s
 
 
 # -- call-outs -------------------------------------------------------------------------------------
-def _section(section_id: str, title: str, names: dict[str, str], lists: dict, labels: dict, summaries: dict) -> str:
-    found = {name: items for name, items in lists.items() if items}
+def _section(section_id: str, title: str, names: dict[str, str], lists: dict, labels: dict, summaries: dict,
+             every: bool = False) -> str:
+    """A call-out block per list that has items (`every`: per list named, an empty one as none)."""
+    found = {name: lists.get(name, []) for name in names} if every else \
+        {name: items for name, items in lists.items() if items}
     if not found:
         return f"<h2>{title}</h2><p class='none' id='{section_id}'>None.</p>"
     blocks = []
@@ -119,11 +122,20 @@ def _section(section_id: str, title: str, names: dict[str, str], lists: dict, la
         if name in FINDING_CALL_OUTS:
             shown = [_image_row(row, labels) for row in summaries.get(name, [])]
             heading = f"{escape(names.get(name, name))} ({len(items):,} findings, {len(shown):,} images)"
-        else:
-            shown = sorted((_item(item, labels) for item in items), key=lambda html: html.lower())
+        else:  # by what a person reads (the name), not by key
+            shown = [html for _, html in sorted((_sort_key(item, labels), _item(item, labels)) for item in items)]
             heading = f"{escape(names.get(name, name))} ({len(items):,})"
-        blocks.append(f"<div class='callout' id='{name}'><h3>{heading}</h3>{_list(shown)}</div>")
+        body = _list(shown) if shown else "<p class='none'>None.</p>"
+        blocks.append(f"<div class='callout' id='{name}'><h3>{heading}</h3>{body}</div>")
     return f"<h2>{title}</h2><div id='{section_id}'>{''.join(blocks)}</div>"
+
+
+def _sort_key(item: str | dict, labels: dict) -> str:
+    (key,) = keys_of([item])
+    label = labels.get(key, {})
+    if "from" in label:  # a membership: by member, then team
+        return f"{_sort_key(label['to'], labels)} {_sort_key(label['from'], labels)}"
+    return str(label.get("name") or key).lower()
 
 
 def _list(items: list[str]) -> str:
