@@ -24,8 +24,8 @@ from sysdig_j1.model import ENTITIES, IMAGE_SCAN, REFERS_TO
 Lookup = Callable[[str, list[str], list[str]], pd.DataFrame]
 
 FINDING_CALL_OUTS = ("critical_findings_opened", "high_findings_opened", "findings_risk_accepted")
-SHOWN = sorted({name for entity in ENTITIES for name in entity.shown})
 SHOWN_BY_TYPE = {entity.type: entity.shown for entity in ENTITIES}
+LABEL_COLUMNS = ["_key", "_type", "displayName", "webLink", *sorted({n for shown in SHOWN_BY_TYPE.values() for n in shown})]
 CVES_PER_IMAGE = 10  # CVE ids named per image in a findings summary (all are counted)
 
 
@@ -42,13 +42,12 @@ def describe(lookup: Lookup, call_outs: dict[str, list]) -> tuple[dict[str, dict
                    for key in keys_of(items)})
     summaries = {name: by_image(lookup, keys_of(items)) for name, items in call_outs.items()
                  if name in FINDING_CALL_OUTS and items}
-    entities = lookup("entities", keys, ["_key", "_type", "displayName", "webLink", *SHOWN])
+    entities = lookup("entities", keys, LABEL_COLUMNS)
     relationships = lookup("relationships", sorted(set(keys) - set(entities["_key"])),
                            ["_key", "_fromEntityKey", "_toEntityKey"])
     ends = sorted(set(relationships["_fromEntityKey"]) | set(relationships["_toEntityKey"]))
-    entities = pd.concat([entities, lookup("entities", ends, ["_key", "_type", "displayName", "webLink", *SHOWN])],
-                         ignore_index=True)
-    images = [key for row in summaries.values() for key in (r["image"] for r in row)]
+    entities = pd.concat([entities, lookup("entities", ends, LABEL_COLUMNS)], ignore_index=True)
+    images = [row["image"] for rows in summaries.values() for row in rows]
     named = _names(lookup, entities, images)
     labels = {row["_key"]: {"from": row["_fromEntityKey"], "to": row["_toEntityKey"]}
               for row in relationships.to_dict("records")}
