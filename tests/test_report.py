@@ -193,3 +193,19 @@ def test_a_dry_run_says_so_and_a_small_graph_is_drawn_entity_by_entity(browser, 
 
     many = [{"_key": f"sysdig_user:{n}", "_type": "sysdig_user"} for n in range(report.SMALL_GRAPH + 1)]
     assert "entity-graph" not in report.render({"scope": "s"}, None, {}, document, None, many, [])
+
+
+def test_a_run_without_a_report_says_why(dag, start_sysdig, jupiterone, connect):
+    """The Graph changes tab of a run that stopped before load names the task that failed."""
+    from airflow.utils.session import create_session
+
+    from sysdig_j1 import ui
+
+    connect(start_sysdig(), jupiterone, token="not-the-token")  # every Sysdig request answers 401
+    run = dag.test()
+    failed = sorted(task for task, state in task_states(run).items() if state == "failed")
+    assert failed and task_states(run)["load"] == "upstream_failed"
+    with create_session() as session:
+        page = ui.why_no_report(dag.dag_id, run.run_id, session)
+        assert f"the run stopped before publishing (load: upstream_failed; failed: {', '.join(failed)})" in page
+        assert "there is no such run" in ui.why_no_report(dag.dag_id, "no-such-run", session)

@@ -37,10 +37,10 @@ def run_report(dag_id: Annotated[str, Path()], run_id: Annotated[str, Path()], s
     page = RunStorage(base_url, dag_id, run_id).path("report", "index.html")
     if page.exists():
         return HTMLResponse(page.read_text())
-    return HTMLResponse(_why_none(dag_id, run_id, session), status_code=404)
+    return HTMLResponse(why_no_report(dag_id, run_id, session), status_code=404)
 
 
-def _why_none(dag_id: str, run_id: str, session) -> str:
+def why_no_report(dag_id: str, run_id: str, session) -> str:
     from airflow.models.taskinstance import TaskInstance
 
     states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state).where(
