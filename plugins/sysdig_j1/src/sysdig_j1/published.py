@@ -90,9 +90,7 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
         if listed is not None:  # a part of a sharded type: its complete lists
             storage.write_json(folder / f"{name}.json", found)
 
-    # A scope's first publish is its baseline: nothing is called out as a change, its state is shown.
-    first = all(reader(storage, scope, baseline, parts.CORE, kind) is None for kind in parts.KINDS)
-    state: dict[str, list] = {}
+    first, state = True, {}  # (from the core unit, which every graph has)
     units = parts.units(storage)
     for unit, unit_parts in units.items():
         before = {kind: reader(storage, scope, baseline, unit, kind) for kind in parts.KINDS}
@@ -103,6 +101,8 @@ def compare(storage: RunStorage, scope: str, baseline: str, partial: list[str]) 
         for part in unit_parts:
             snapshots = {kind: changes.snapshot(parts.read(storage, part, kind)) for kind in parts.KINDS}
             if unit == parts.CORE:
+                # a scope's first publish is its baseline: nothing is called out, its state is shown
+                first = all(snapshot is None for snapshot in before.values())
                 state = changes.security_state(snapshots["entities"], snapshots["relationships"])
                 add(part.name, {kind: changes.compare(before[kind], snapshots[kind], partial) for kind in parts.KINDS},
                     snapshots["entities"], None)

@@ -120,12 +120,16 @@ def _section(section_id: str, title: str, names: dict[str, str], lists: dict, la
     blocks = []
     for name, items in found.items():
         if name in FINDING_CALL_OUTS:
-            shown = [_image_row(row, labels) for row in summaries.get(name, [])]
-            heading = f"{escape(names.get(name, name))} ({len(items):,} findings, {len(shown):,} images)"
-        else:  # by what a person reads (the name), not by key
-            shown = [html for _, html in sorted((_sort_key(item, labels), _item(item, labels)) for item in items)]
+            rows = summaries.get(name, [])
+            shown = [_image_row(row, labels) for row in rows[:LIST_MOST]]
+            heading = f"{escape(names.get(name, name))} ({len(items):,} findings, {len(rows):,} images)"
+            total = len(rows)
+        else:  # by what a person reads (the name), not by key; only what the page holds is drawn
+            ordered = sorted(items, key=lambda item: _sort_key(item, labels))
+            shown = [_item(item, labels) for item in ordered[:LIST_MOST]]
             heading = f"{escape(names.get(name, name))} ({len(items):,})"
-        body = _list(shown) if shown else "<p class='none'>None.</p>"
+            total = len(items)
+        body = _list(shown, total) if shown else "<p class='none'>None.</p>"
         blocks.append(f"<div class='callout' id='{name}'><h3>{heading}</h3>{body}</div>")
     return f"<h2>{title}</h2><div id='{section_id}'>{''.join(blocks)}</div>"
 
@@ -138,15 +142,16 @@ def _sort_key(item: str | dict, labels: dict) -> str:
     return str(label.get("name") or key).lower()
 
 
-def _list(items: list[str]) -> str:
-    """The first LIST_SHOWN items, the next ones (up to LIST_MOST) behind a disclosure."""
+def _list(items: list[str], total: int) -> str:
+    """The first LIST_SHOWN of a list's `total` items, the next ones (`items`: up to LIST_MOST)
+    behind a disclosure."""
     first, rest = items[:LIST_SHOWN], items[LIST_SHOWN:LIST_MOST]
     html = "<ul>" + "".join(f"<li>{i}</li>" for i in first) + "</ul>"
     if rest:
-        html += (f"<details><summary>{len(items) - LIST_SHOWN:,} more</summary><ul>"
+        html += (f"<details><summary>{total - LIST_SHOWN:,} more</summary><ul>"
                  + "".join(f"<li>{i}</li>" for i in rest) + "</ul>")
-        if len(items) > LIST_MOST:
-            html += f"<p class='none'>… and {len(items) - LIST_MOST:,} more in report/changes.json</p>"
+        if total > LIST_MOST:
+            html += f"<p class='none'>… and {total - LIST_MOST:,} more in report/changes.json</p>"
         html += "</details>"
     return html
 

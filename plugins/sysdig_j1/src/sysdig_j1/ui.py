@@ -30,13 +30,16 @@ app = FastAPI(title="sysdig-j1 change reports", description="Each DAG run's repo
 @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse,
          dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
 def run_report(dag_id: Annotated[str, Path()], run_id: Annotated[str, Path()], session: SessionDep) -> HTMLResponse:
-    """The run's change report, or a page saying why it has none."""
+    """The run's change report, or a page saying why it has none. Storage is read only for a run
+    that exists: the path's names never reach the storage URL otherwise (e.g. a DAG id '..')."""
     from airflow.models import Variable
+    from airflow.models.dagrun import DagRun
 
-    base_url = Variable.get(STORAGE_VARIABLE, default_var=None) or default_storage_url()
-    page = RunStorage(base_url, dag_id, run_id).path("report", "index.html")
-    if page.exists():
-        return HTMLResponse(page.read_text())
+    if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)) is not None:
+        base_url = Variable.get(STORAGE_VARIABLE, default_var=None) or default_storage_url()
+        page = RunStorage(base_url, dag_id, run_id).path("report", "index.html")
+        if page.exists():
+            return HTMLResponse(page.read_text())
     return HTMLResponse(why_no_report(dag_id, run_id, session), status_code=404)
 
 
