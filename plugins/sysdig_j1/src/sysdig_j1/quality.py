@@ -225,8 +225,8 @@ def _key_hashes(frame: pd.DataFrame) -> np.ndarray:
 class _SpilledHashes:
     """Each part's distinct key hashes, kept on disk in BUCKETS files by their top bits, so that
     finding the hashes that are in two parts holds one bucket in memory, not 8 bytes for every key
-    of the graph: held in memory, they grew the gate's peak with the tenant (`make bench`: 964 MB
-    at 1M findings, 1,119 MB at 5M; spilled, 971 MB and 1,035 MB)."""
+    of the graph: held in memory, they grew the gate's peak with the tenant (`make bench`: 976 MB
+    at 1M findings, 1,455 MB at 5M; spilled, 956 MB and 1,024 MB)."""
 
     BUCKETS = 64
 
